@@ -1,0 +1,93 @@
+// swift-tools-version: 6.1
+import PackageDescription
+
+let package = Package(
+    name: "dtx",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "dtx", targets: ["dtx"]),
+        .library(name: "DTXParticipant", targets: ["DTXParticipant"]),
+        .library(name: "DTXCoordinator", targets: ["DTXCoordinator"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
+        .package(url: "https://github.com/vapor/postgres-nio.git", from: "1.33.2"),
+        .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
+        .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift.git", from: "0.2.0"),
+        .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
+    ],
+    targets: [
+        // Wire types, ids, states and errors. No I/O.
+        .target(name: "DTXProtocol"),
+        // Connection settings, migrations from sql/, the embedded cluster, SQLSTATE helpers.
+        .target(
+            name: "DTXPostgres",
+            dependencies: [
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            resources: [
+                .embedInCode("SQL/participant/001_participant_schema.sql"),
+                .embedInCode("SQL/participant/002_participant_seed.sql"),
+                .embedInCode("SQL/coordinator/001_coordinator_schema.sql"),
+            ]
+        ),
+        // What every dtx HTTP service shares: JSON errors, bearer token, metrics, the branch HTTP client.
+        .target(
+            name: "DTXHTTP",
+            dependencies: [
+                "DTXProtocol",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .target(
+            name: "DTXParticipant",
+            dependencies: [
+                "DTXProtocol", "DTXPostgres", "DTXHTTP",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
+        .target(
+            name: "DTXCoordinator",
+            dependencies: [
+                "DTXProtocol", "DTXPostgres", "DTXHTTP",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
+        .target(
+            name: "DTXBench",
+            dependencies: [
+                "DTXProtocol", "DTXPostgres", "DTXHTTP",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Histogram", package: "hdrhistogram-swift"),
+            ]
+        ),
+        .executableTarget(
+            name: "dtx",
+            dependencies: [
+                "DTXProtocol", "DTXPostgres", "DTXParticipant", "DTXCoordinator", "DTXBench",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        .testTarget(
+            name: "DTXTests",
+            dependencies: [
+                "DTXProtocol", "DTXPostgres", "DTXHTTP", "DTXParticipant", "DTXCoordinator", "DTXBench",
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
+            ]
+        ),
+    ]
+)

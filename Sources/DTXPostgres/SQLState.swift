@@ -1,0 +1,88 @@
+import PostgresNIO
+
+/// The SQLSTATE codes dtx acts on.
+public enum SQLState: String, Sendable {
+    case uniqueViolation = "23505"
+    case checkViolation = "23514"
+    case foreignKeyViolation = "23503"
+    case serializationFailure = "40001"
+    case deadlockDetected = "40P01"
+    case lockNotAvailable = "55P03"
+    case objectNotInPrerequisiteState = "55000"
+    case undefinedObject = "42704"
+    case duplicateDatabase = "42P04"
+    case activeSQLTransaction = "25001"
+    case queryCanceled = "57014"
+}
+
+extension Error {
+    /// The SQLSTATE of this error, looking through `PostgresTransactionError` wrappers.
+    public var sqlState: String? {
+        if let error = self as? PSQLError { return error.serverInfo?[.sqlState] }
+        if let error = self as? PostgresTransactionError {
+            return (error.closureError ?? error.commitError ?? error.beginError)?.sqlState
+        }
+        return nil
+    }
+
+    public func hasSQLState(_ state: SQLState) -> Bool { self.sqlState == state.rawValue }
+
+    /// The server's message for a PostgreSQL error, else a plain description.
+    public var postgresMessage: String {
+        if let error = self as? PSQLError {
+            if let message = error.serverInfo?[.message] { return message }
+            return "\(error.code)"
+        }
+        return "\(self)"
+    }
+}
+
+extension PostgresConnection {
+    /// Runs `body` between BEGIN and COMMIT on this connection and rolls back on every error path.
+    ///
+    /// Unlike `withTransaction`, errors are rethrown as they are (not wrapped), so that a business error thrown
+    /// from `body` reaches the caller unchanged.
+    public func transaction<Result: Sendable>(
+        logger: Logger,
+        isolation: isolated (any Actor)? = #isolation,
+        _ body: (PostgresConnection) async throws -> Result
+    ) async throws -> Result {
+        try await self.query("BEGIN", logger: logger)
+        let result: Result
+        do {
+            result = try await body(self)
+        } catch {
+            try? await self.query("ROLLBACK", logger: logger)
+            throw error
+        }
+        do {
+            try await self.query("COMMIT", logger: logger)
+        } catch {
+            try? await self.query("ROLLBACK", logger: logger)
+            throw error
+        }
+        return result
+    }
+}
+
+extension PostgresClient {
+    /// One local transaction on a pooled connection; errors come back unwrapped.
+    public func transaction<Result: Sendable>(
+        logger: Logger,
+        isolation: isolated (any Actor)? = #isolation,
+        _ body: (PostgresConnection) async throws -> Result
+    ) async throws -> Result {
+        try await self.withConnection { connection in
+            try await connection.transaction(logger: logger, body)
+        }
+    }
+}
+
+extension PostgresRowSequence {
+    /// Drains the sequence and counts its rows (for `... RETURNING` statements).
+    public func count() async throws -> Int {
+        var count = 0
+        for try await _ in self { count += 1 }
+        return count
+    }
+}
