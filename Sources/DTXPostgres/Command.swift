@@ -1,5 +1,11 @@
 import Foundation
 
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
 /// Runs external programs (initdb, pg_ctl, runuser) and reports failures with their output.
 public enum Command {
     public struct Failure: Error, CustomStringConvertible, Sendable {
@@ -22,19 +28,38 @@ public enum Command {
     }
 
     /// Like `run` but returns the exit status instead of throwing on it.
+    ///
+    /// Uses posix_spawn and waitpid on the child's pid, not Foundation's `Process`: on Linux `Process` learns of the
+    /// exit through a socket the child inherits, and a server that `pg_ctl start` leaves running inherits it too, so
+    /// `waitUntilExit` would wait for the server to stop. Output goes to a file for the same reason.
     public static func status(_ arguments: [String], environment: [String: String]? = nil) throws -> (Int32, String) {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: try self.resolve(arguments[0]))
-        process.arguments = Array(arguments.dropFirst())
-        if let environment { process.environment = environment }
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = pipe
-        process.standardInput = FileHandle.nullDevice
-        try process.run()
-        let data = pipe.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return (process.terminationStatus, String(decoding: data, as: UTF8.self))
+        let path = try self.resolve(arguments[0])
+        let outputPath = NSTemporaryDirectory() + "dtx-command-\(UUID().uuidString).out"
+        defer { try? FileManager.default.removeItem(atPath: outputPath) }
+
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 1, outputPath, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+        posix_spawn_file_actions_adddup2(&actions, 1, 2)
+
+        let argv: [UnsafeMutablePointer<CChar>?] = ([path] + arguments.dropFirst()).map { strdup($0) } + [nil]
+        defer { argv.forEach { free($0) } }
+        let environmentList = (environment ?? ProcessInfo.processInfo.environment).map { "\($0.key)=\($0.value)" }
+        let envp: [UnsafeMutablePointer<CChar>?] = environmentList.map { strdup($0) } + [nil]
+        defer { envp.forEach { free($0) } }
+
+        var pid: pid_t = 0
+        let spawned = posix_spawn(&pid, path, &actions, nil, argv, envp)
+        guard spawned == 0 else {
+            throw Failure(command: arguments, status: 127, output: "could not start \(path): \(String(cString: strerror(spawned)))")
+        }
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) == -1 && errno == EINTR {}
+        let exitStatus = (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
+        let data = FileManager.default.contents(atPath: outputPath) ?? Data()
+        return (exitStatus, String(decoding: data, as: UTF8.self))
     }
 
     /// The full path of a program: `name` itself when it has a slash, else the first match on PATH.

@@ -38,8 +38,8 @@ public enum Migrator {
 
     /// Returns the versions applied by this call (empty when the database was already up to date).
     @discardableResult
-    public static func migrate(_ schema: Schema, client: PostgresClient, logger: Logger) async throws -> [String] {
-        try await client.transaction(logger: logger) { connection in
+    public static func migrate(_ schema: Schema, connection: PostgresConnection, logger: Logger) async throws -> [String] {
+        try await connection.transaction(logger: logger) { connection in
             try await connection.query("SELECT pg_advisory_xact_lock(\(Self.advisoryLockKey))", logger: logger)
             try await connection.query(
                 """

@@ -1,0 +1,79 @@
+import DTXPostgres
+import Foundation
+
+/// Everything a coordinator needs to run.
+public struct CoordinatorConfiguration: Sendable {
+    /// A participant the coordinator calls: its name (as in requests) and base URL.
+    public struct Participant: Sendable, Hashable {
+        public var name: String
+        public var url: String
+        public init(name: String, url: String) {
+            self.name = name
+            self.url = url.hasSuffix("/") ? String(url.dropLast()) : url
+        }
+    }
+
+    /// Timeouts and retries (DESIGN section 4 defaults).
+    public struct Timing: Sendable {
+        /// One branch call's time limit.
+        public var branchTimeout: Duration = .seconds(3)
+        /// The first phase (try / reserve / prepare) is retried within this, counted from the start; then aborted.
+        public var globalTimeout: Duration = .seconds(10)
+        /// Backoff between retries: doubling from `initialBackoff` to `maxBackoff`, with jitter.
+        public var initialBackoff: Duration = .milliseconds(100)
+        public var maxBackoff: Duration = .seconds(10)
+        /// How often the recovery loop looks for work.
+        public var recoveryInterval: Duration = .seconds(1)
+        /// How long a claim on a transaction lasts; renewed at every log write. Must exceed the global timeout
+        /// plus one branch call, so that the driver's next write comes before the lease ends.
+        public var leaseDuration: Duration = .seconds(20)
+        /// How long `POST /v1/transactions` keeps driving the second phase before it answers 202 and leaves the rest
+        /// to the recovery loop.
+        public var responseWait: Duration = .seconds(10)
+        public init() {}
+    }
+
+    public var host: String = "127.0.0.1"
+    /// 0 picks a free port (tests).
+    public var port: Int = 8090
+    public var databaseURL: DatabaseURL
+    /// In the order the short request form applies them (the documented ServiceA, then ServiceB).
+    public var participants: [Participant]
+    public var token: String?
+    public var timing = Timing()
+    /// This coordinator's name in the lease columns. Keep it stable across restarts (default host:port): a
+    /// coordinator that starts releases the leases its previous life held, instead of waiting for them to end.
+    public var instanceID: String?
+    public var maxDatabaseConnections: Int = 40
+    /// Transactions the recovery loop drives at once.
+    public var recoveryBatch: Int = 32
+
+    public init(databaseURL: DatabaseURL, participants: [Participant]) {
+        self.databaseURL = databaseURL
+        self.participants = participants
+    }
+
+    func validate() throws {
+        guard !participants.isEmpty else { throw CoordinatorConfigurationError("give at least one --participant NAME=URL") }
+        var names: Set<String> = []
+        for participant in participants {
+            guard names.insert(participant.name).inserted else {
+                throw CoordinatorConfigurationError("participant '\(participant.name)' is given twice")
+            }
+            guard let url = URL(string: participant.url), url.scheme == "http" || url.scheme == "https", url.host != nil else {
+                throw CoordinatorConfigurationError("participant '\(participant.name)' has URL '\(participant.url)': give http://HOST:PORT")
+            }
+        }
+        guard timing.leaseDuration > timing.globalTimeout + timing.branchTimeout else {
+            throw CoordinatorConfigurationError("the lease (\(timing.leaseDuration)) must be longer than the global timeout plus one branch call")
+        }
+        guard timing.responseWait < timing.leaseDuration else {
+            throw CoordinatorConfigurationError("the response wait must be shorter than the lease")
+        }
+    }
+}
+
+public struct CoordinatorConfigurationError: Error, CustomStringConvertible, Sendable {
+    public var description: String
+    public init(_ description: String) { self.description = description }
+}

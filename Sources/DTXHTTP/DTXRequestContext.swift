@@ -1,0 +1,53 @@
+import DTXProtocol
+import Hummingbird
+
+/// The request context of every dtx service: bodies over 64 KiB are refused with 413.
+public struct DTXRequestContext: RequestContext {
+    public var coreContext: CoreRequestContextStorage
+
+    public init(source: ApplicationRequestContextSource) {
+        self.coreContext = .init(source: source)
+    }
+
+    public var maxUploadSize: Int { Limits.maxBodyBytes }
+}
+
+extension Request {
+    /// Reads the body (at most `Limits.maxBodyBytes`) and decodes it with the wire protocol's JSON rules.
+    public func decodeWire<T: Decodable>(_ type: T.Type, context: DTXRequestContext) async throws -> T {
+        let buffer = try await self.body.collect(upTo: context.maxUploadSize)
+        return try WireJSON.decode(type, from: Data(buffer: buffer))
+    }
+
+    /// An integer query parameter; a missing or malformed one is a 400 that names it.
+    public func queryInteger(_ name: String) throws(ProtocolError) -> Int64 {
+        guard let text = self.uri.queryParameters.get(name) else { throw .badRequest("query parameter '\(name)' is missing") }
+        guard let value = Int64(text) else { throw .badRequest("query parameter '\(name)' must be an integer") }
+        return value
+    }
+}
+
+extension Response {
+    /// A JSON response encoded with the wire protocol's rules.
+    public static func wire<T: Encodable>(_ value: T, status: HTTPResponse.Status = .ok) throws -> Response {
+        let data = try WireJSON.encoder().encode(value)
+        return Response(
+            status: status,
+            headers: [.contentType: "application/json"],
+            body: .init(byteBuffer: ByteBuffer(bytes: data))
+        )
+    }
+
+    /// The JSON error body for `error`, with the status that goes with its code.
+    public static func error(_ error: ProtocolError) -> Response {
+        let data = (try? WireJSON.encoder().encode(ErrorBody(error: error))) ?? Data()
+        return Response(
+            status: .init(code: error.httpStatus),
+            headers: [.contentType: "application/json"],
+            body: .init(byteBuffer: ByteBuffer(bytes: data))
+        )
+    }
+}
+
+import Foundation
+import NIOFoundationCompat

@@ -1,0 +1,134 @@
+import Foundation
+
+/// An error with a stable code, as sent in the JSON error body `{"error": {"code": ..., "message": ...}}`.
+public struct ProtocolError: Error, Codable, Sendable, Hashable, CustomStringConvertible {
+    /// Stable error codes. The HTTP status goes with the code (see `httpStatus`).
+    public struct Code: RawRepresentable, Codable, Sendable, Hashable, ExpressibleByStringLiteral, CustomStringConvertible {
+        public var rawValue: String
+        public init(rawValue: String) { self.rawValue = rawValue }
+        public init(stringLiteral value: String) { self.rawValue = value }
+        public var description: String { rawValue }
+
+        // 400
+        public static let badRequest: Code = "bad_request"
+        // 401
+        public static let unauthorized: Code = "unauthorized"
+        // 404, 405
+        public static let notFound: Code = "not_found"
+        public static let methodNotAllowed: Code = "method_not_allowed"
+        // 409: final business refusals, and states a call cannot move from
+        public static let insufficientStock: Code = "insufficient_stock"
+        public static let unknownProduct: Code = "unknown_product"
+        public static let branchCancelled: Code = "branch_cancelled"
+        public static let branchConfirmed: Code = "branch_confirmed"
+        public static let branchNotTried: Code = "branch_not_tried"
+        public static let branchConflict: Code = "branch_conflict"
+        public static let invalidState: Code = "invalid_state"
+        public static let transactionFailed: Code = "transaction_failed"
+        // 413
+        public static let bodyTooLarge: Code = "body_too_large"
+        // 5xx: retried by the coordinator
+        public static let xaDisabled: Code = "xa_disabled"
+        public static let lockTimeout: Code = "lock_timeout"
+        public static let databaseUnavailable: Code = "database_unavailable"
+        public static let injectedFault: Code = "injected_fault"
+        public static let internalError: Code = "internal_error"
+    }
+
+    public var code: Code
+    public var message: String
+
+    public init(_ code: Code, _ message: String) {
+        self.code = code
+        self.message = message
+    }
+
+    public static func badRequest(_ message: String) -> ProtocolError { .init(.badRequest, message) }
+
+    public var description: String { "\(code): \(message)" }
+
+    /// The HTTP status code that goes with `code`.
+    public var httpStatus: Int {
+        switch code {
+        case .badRequest: 400
+        case .unauthorized: 401
+        case .notFound: 404
+        case .methodNotAllowed: 405
+        case .bodyTooLarge: 413
+        case .insufficientStock, .unknownProduct, .branchCancelled, .branchConfirmed, .branchNotTried, .branchConflict,
+            .invalidState, .transactionFailed:
+            409
+        case .internalError: 500
+        default: 503
+        }
+    }
+}
+
+/// The JSON error body every dtx service sends.
+public struct ErrorBody: Codable, Sendable {
+    public var error: ProtocolError
+    public init(error: ProtocolError) { self.error = error }
+}
+
+/// The JSON coders of the wire protocol: snake_case keys.
+public enum WireJSON {
+    public static func encoder() -> JSONEncoder {
+        let encoder = JSONEncoder()
+        encoder.keyEncodingStrategy = .convertToSnakeCase
+        encoder.outputFormatting = [.sortedKeys]
+        return encoder
+    }
+
+    public static func decoder() -> JSONDecoder {
+        let decoder = JSONDecoder()
+        decoder.keyDecodingStrategy = .convertFromSnakeCase
+        return decoder
+    }
+
+    /// Decodes `data`, turning a decoding failure into a `badRequest` that names the field.
+    public static func decode<T: Decodable>(_ type: T.Type, from data: Data) throws(ProtocolError) -> T {
+        do {
+            return try decoder().decode(type, from: data)
+        } catch let error as DecodingError {
+            throw .badRequest(describe(error))
+        } catch {
+            throw .badRequest("the body is not valid JSON")
+        }
+    }
+
+    static func describe(_ error: DecodingError) -> String {
+        func field(_ path: [any CodingKey]) -> String {
+            path.map { $0.intValue.map { "[\($0)]" } ?? snake($0.stringValue) }.joined(separator: ".")
+        }
+        switch error {
+        case .keyNotFound(let key, let context):
+            return "field '\(field(context.codingPath + [key]))' is missing"
+        case .typeMismatch(let type, let context):
+            return "field '\(field(context.codingPath))' must be \(kind(type))"
+        case .valueNotFound(let type, let context):
+            return "field '\(field(context.codingPath))' must be \(kind(type)), not null"
+        case .dataCorrupted(let context):
+            if context.codingPath.isEmpty { return "the body is not valid JSON" }
+            return "field '\(field(context.codingPath))' has a value that is not allowed"
+        @unknown default:
+            return "the body could not be read"
+        }
+    }
+
+    private static func kind(_ type: Any.Type) -> String {
+        switch type {
+        case is Int64.Type, is Int.Type: "an integer"
+        case is String.Type: "a string"
+        case is Array<Any>.Type: "an array"
+        default: "of type \(type)"
+        }
+    }
+
+    private static func snake(_ name: String) -> String {
+        var out = ""
+        for c in name {
+            if c.isUppercase { out += "_" + c.lowercased() } else { out.append(c) }
+        }
+        return out
+    }
+}

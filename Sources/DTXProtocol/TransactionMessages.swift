@@ -1,0 +1,135 @@
+/// `POST /v1/transactions`.
+///
+/// Short form (the documented behaviour): `{"mode": "tcc", "product_id": 1, "quantity": 10}` applies the same item at
+/// every participant the coordinator knows, in the order they were configured.
+/// Explicit form: `{"mode": "saga", "branches": [{"participant": "ServiceA", "product_id": 1, "quantity": 10}, ...]}`.
+public struct TransactionRequest: Codable, Sendable, Hashable {
+    public struct Branch: Codable, Sendable, Hashable {
+        public var participant: String
+        public var productId: Int64
+        public var quantity: Int64
+
+        public init(participant: String, productId: Int64, quantity: Int64) {
+            self.participant = participant
+            self.productId = productId
+            self.quantity = quantity
+        }
+    }
+
+    public var mode: Mode
+    public var productId: Int64?
+    public var quantity: Int64?
+    public var branches: [Branch]?
+
+    public init(mode: Mode, productId: Int64, quantity: Int64) {
+        self.mode = mode
+        self.productId = productId
+        self.quantity = quantity
+    }
+
+    public init(mode: Mode, branches: [Branch]) {
+        self.mode = mode
+        self.branches = branches
+    }
+
+    /// The branches this request names, checked against the known participants.
+    /// A participant may appear more than once, but not twice with the same product (a branch is identified at a
+    /// participant by worker_event_id and product_id).
+    public func resolveBranches(participants: [String]) throws(ProtocolError) -> [Branch] {
+        let branches: [Branch]
+        if let explicit = self.branches {
+            guard self.productId == nil && self.quantity == nil else {
+                throw .badRequest("give either product_id and quantity, or branches, not both")
+            }
+            guard !explicit.isEmpty else { throw .badRequest("branches must not be empty") }
+            guard explicit.count <= 64 else { throw .badRequest("at most 64 branches") }
+            branches = explicit
+        } else {
+            guard let productId, let quantity else {
+                throw .badRequest("give product_id and quantity (the same item at every participant), or branches")
+            }
+            guard !participants.isEmpty else { throw .badRequest("the coordinator has no participants configured") }
+            branches = participants.map { Branch(participant: $0, productId: productId, quantity: quantity) }
+        }
+        var seen: Set<String> = []
+        for branch in branches {
+            guard participants.contains(branch.participant) else {
+                throw .badRequest("unknown participant '\(branch.participant)': known are \(participants.joined(separator: ", "))")
+            }
+            guard branch.productId >= 1 else { throw .badRequest("product_id must be a positive integer") }
+            try Limits.validateQuantity(branch.quantity)
+            guard seen.insert("\(branch.participant)/\(branch.productId)").inserted else {
+                throw .badRequest("participant '\(branch.participant)' is named twice with product \(branch.productId)")
+            }
+        }
+        return branches
+    }
+}
+
+/// One branch as the coordinator records it.
+public struct BranchRecord: Codable, Sendable, Hashable {
+    /// The coordinator's view of a branch.
+    public enum State: String, Codable, Sendable {
+        case pending
+        case tried, confirmPending = "confirm_pending", confirmed, cancelled
+        case reserved, compensated
+        case prepared, committed, rolledBack = "rolled_back"
+        /// The participant refused the first-phase call (409).
+        case refused
+    }
+
+    public var participant: String
+    public var productId: Int64
+    public var quantity: Int64
+    public var state: State
+    public var attempts: Int
+    public var lastError: String?
+
+    public init(participant: String, productId: Int64, quantity: Int64, state: State = .pending, attempts: Int = 0, lastError: String? = nil) {
+        self.participant = participant
+        self.productId = productId
+        self.quantity = quantity
+        self.state = state
+        self.attempts = attempts
+        self.lastError = lastError
+    }
+}
+
+/// `GET /v1/transactions/{id}` and the answer of `POST /v1/transactions`.
+public struct TransactionView: Codable, Sendable, Hashable {
+    public var id: Int64
+    public var mode: Mode
+    public var status: GlobalStatus
+    public var phase: String
+    /// Set once the coordinator has logged its decision (the commit point, or the abort).
+    public var decision: Decision?
+    public var errorMessage: String?
+    public var branches: [BranchRecord]
+    public var attempts: Int
+    public var createdAt: String
+    public var updatedAt: String
+    public var nextRetryAt: String?
+
+    public init(
+        id: Int64, mode: Mode, status: GlobalStatus, phase: String, decision: Decision?, errorMessage: String?,
+        branches: [BranchRecord], attempts: Int, createdAt: String, updatedAt: String, nextRetryAt: String?
+    ) {
+        self.id = id
+        self.mode = mode
+        self.status = status
+        self.phase = phase
+        self.decision = decision
+        self.errorMessage = errorMessage
+        self.branches = branches
+        self.attempts = attempts
+        self.createdAt = createdAt
+        self.updatedAt = updatedAt
+        self.nextRetryAt = nextRetryAt
+    }
+}
+
+/// `GET /v1/transactions?status=&limit=`.
+public struct TransactionList: Codable, Sendable {
+    public var transactions: [TransactionView]
+    public init(transactions: [TransactionView]) { self.transactions = transactions }
+}

@@ -1,0 +1,132 @@
+import DTXHTTP
+import DTXParticipant
+import DTXPostgres
+import DTXProtocol
+import Foundation
+import Testing
+
+@Suite("Participant branches over HTTP")
+struct ParticipantTests {
+    @Test("happy path: origin, then forward steps; stock taken once, row confirm", arguments: ModeOps.all)
+    func happyPath(ops: ModeOps) async throws {
+        try await ParticipantFixture.with { p in
+            let origin = try await p.call(ops.origin, 7)
+            #expect(origin.status == 200)
+            #expect(origin.effect == .applied)
+            if ops.mode == .xa {
+                // prepared, not committed: nothing visible yet
+                #expect(try await p.stock() == 100)
+                #expect(try await p.rowStatus(7) == nil)
+            } else {
+                #expect(try await p.stock() == 90)
+                #expect(try await p.rowStatus(7) == "try")
+            }
+            for op in ops.forward {
+                let reply = try await p.call(op, 7)
+                #expect(reply.status == 200, "\(op)")
+            }
+            #expect(try await p.stock() == 90)
+            #expect(try await p.rowStatus(7) == "confirm")
+            #expect(try await p.count("SELECT count(*) FROM pg_prepared_xacts WHERE database = current_database()") == 0)
+        }
+    }
+
+    @Test("TCC rows pass through confirm_pending", arguments: [ModeOps.all[0]])
+    func tccConfirmPending(ops: ModeOps) async throws {
+        try await ParticipantFixture.with { p in
+            #expect(try await p.call(.tccTry, 8).status == 200)
+            #expect(try await p.call(.tccConfirm, 8).status == 200)
+            #expect(try await p.rowStatus(8) == "confirm_pending")
+            let status = try await p.client.get(p.service.url + "/tcc/status?worker_event_id=8&product_id=1", timeout: .seconds(5))
+            #expect(try status.decode(BranchStatus.self).status == .confirmPending)
+            #expect(try await p.call(.tccFinalize, 8).status == 200)
+            #expect(try await p.rowStatus(8) == "confirm")
+        }
+    }
+
+    @Test("refusal on stock: 409 insufficient_stock, nothing changed", arguments: ModeOps.all)
+    func refusalOnStock(ops: ModeOps) async throws {
+        try await ParticipantFixture.with { p in
+            let before = try await p.snapshot()
+            let reply = try await p.call(ops.origin, 9, quantity: 101)
+            #expect(reply.status == 409)
+            #expect(reply.errorCode == "insufficient_stock")
+            #expect(try await p.snapshot() == before)
+            // the undo that follows a refusal is a null compensation, and changes no stock
+            let undo = try await p.call(ops.undo, 9, quantity: 101)
+            #expect(undo.status == 200)
+            #expect(undo.effect == .nullCompensation)
+            #expect(try await p.stock() == 100)
+        }
+    }
+
+    @Test("a repeat of every operation changes stock once", arguments: ModeOps.all)
+    func repeatsAreIdempotent(ops: ModeOps) async throws {
+        try await ParticipantFixture.with { p in
+            for op in [ops.origin] + ops.forward {
+                #expect(try await p.call(op, 11).status == 200)
+                let again = try await p.call(op, 11)
+                #expect(again.status == 200, "repeat of \(op)")
+                #expect(again.effect == .duplicate, "repeat of \(op)")
+            }
+            #expect(try await p.stock() == 90)
+            // and an undo path, repeated: stock back once
+            #expect(try await p.call(ops.origin, 12).status == 200)
+            #expect(try await p.call(ops.origin, 12).status == 200)
+            #expect(try await p.call(ops.undo, 12).effect == .applied)
+            #expect(try await p.call(ops.undo, 12).effect == .duplicate)
+            #expect(try await p.stock() == 90)
+        }
+    }
+
+    @Test("undo before origin: null compensation, the late origin does nothing", arguments: ModeOps.all)
+    func undoBeforeOrigin(ops: ModeOps) async throws {
+        try await ParticipantFixture.with { p in
+            let undo = try await p.call(ops.undo, 13)
+            #expect(undo.status == 200)
+            #expect(undo.effect == .nullCompensation)
+            let late = try await p.call(ops.origin, 13)
+            #expect(late.status == 409)
+            #expect(late.errorCode == "branch_cancelled")
+            #expect(try await p.stock() == 100)
+            #expect(try await p.rowStatus(13) == nil)
+            #expect(try await p.count("SELECT count(*) FROM pg_prepared_xacts WHERE database = current_database()") == 0)
+        }
+    }
+
+    @Test("origin and undo sent at the same moment, 40 times: stock always back to where it was", arguments: ModeOps.all)
+    func originAndUndoRace(ops: ModeOps) async throws {
+        try await ParticipantFixture.with { p in
+            for worker in Int64(100)..<140 {
+                async let origin = p.call(ops.origin, worker, quantity: 3)
+                async let undo = p.callUntilAnswered(ops.undo, worker, quantity: 3)
+                let (o, u) = try await (origin, undo)
+                #expect([200, 409, 503].contains(o.status))
+                #expect(u.status == 200)
+                // an XA prepare that lost the race to its rollback's ROLLBACK PREPARED but won its barrier row stays
+                // prepared until the rollback is retried: the coordinator retries until success, so do we
+                _ = try await p.callUntilAnswered(ops.undo, worker, quantity: 3)
+            }
+            #expect(try await p.stock() == 100)
+            #expect(try await p.count("SELECT count(*) FROM transactions WHERE status IN ('try', 'confirm_pending', 'confirm')") == 0)
+            #expect(try await p.count("SELECT count(*) FROM pg_prepared_xacts WHERE database = current_database()") == 0)
+        }
+    }
+
+    @Test("100 concurrent tries on stock for 60: exactly 60 succeed, stock ends at 0")
+    func concurrentTries() async throws {
+        try await ParticipantFixture.with { p in
+            try await p.setStock(1, 60)
+            let statuses = try await withThrowingTaskGroup(of: Int.self) { group in
+                for worker in Int64(1000)..<1100 {
+                    group.addTask { try await p.call(.tccTry, worker, quantity: 1).status }
+                }
+                return try await group.reduce(into: [Int]()) { $0.append($1) }
+            }
+            #expect(statuses.filter { $0 == 200 }.count == 60)
+            #expect(statuses.filter { $0 == 409 }.count == 40)
+            #expect(try await p.stock() == 0)
+            #expect(try await p.count("SELECT count(*) FROM transactions WHERE status = 'try'") == 60)
+        }
+    }
+}
