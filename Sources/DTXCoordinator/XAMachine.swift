@@ -1,0 +1,27 @@
+/// XA on PostgreSQL's two-phase commit, as phases of the log:
+///
+/// ```
+/// pending/prepare ──all prepared──▶ pending/commit ──COMMIT PREPARED everywhere──▶ completed/commit
+///      │ (commit point is the commit write)
+///      └──a prepare refused or out of time──▶ pending/rollback ──ROLLBACK PREPARED everywhere──▶ failed/rollback
+/// ```
+enum XAMachine {
+    static func advance(_ transaction: inout GlobalTransaction, driver: TransactionDriver, until: ContinuousClock.Instant) async throws {
+        switch transaction.phase {
+        case .prepare:
+            if let failure = await driver.firstPhaseConcurrently(.xaPrepare, &transaction, success: .prepared) {
+                try await driver.move(&transaction, to: .rollback, error: failure)
+            } else {
+                try await driver.move(&transaction, to: .commit)
+            }
+        case .commit:
+            try await driver.secondPhaseConcurrently([.xaCommit], &transaction, states: [.committed], until: until)
+            try await driver.move(&transaction, to: .commit, status: .completed)
+        case .rollback:
+            try await driver.secondPhaseConcurrently([.xaRollback], &transaction, states: [.rolledBack], until: until)
+            try await driver.move(&transaction, to: .rollback, status: .failed)
+        case .tccTry, .confirmPending, .tccConfirm, .cancel, .reserve, .compensate:
+            preconditionFailure("XA transaction \(transaction.id) in phase \(transaction.phase)")
+        }
+    }
+}

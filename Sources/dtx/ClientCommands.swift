@@ -1,0 +1,108 @@
+import ArgumentParser
+import DTXHTTP
+import DTXProtocol
+import Foundation
+
+struct ClientOptions: ParsableArguments {
+    @Option(help: "The coordinator's base URL.") var coordinator: String = "http://127.0.0.1:8090"
+    @Option(help: "Bearer token (or DTX_TOKEN).") var token: String?
+
+    var base: String { coordinator.hasSuffix("/") ? String(coordinator.dropLast()) : coordinator }
+
+    func withClient<T>(_ body: (ServiceClient) async throws -> T) async throws -> T {
+        let client = ServiceClient(configuration: .init(token: tokenOrEnvironment(token)))
+        do {
+            let result = try await body(client)
+            try await client.shutdown()
+            return result
+        } catch {
+            try? await client.shutdown()
+            throw error
+        }
+    }
+}
+
+struct RunCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "run",
+        abstract: "Run one global transaction (the documented controller's one-shot run). Exit 0 completed, 2 refused, 1 error."
+    )
+    @Option(help: "tcc, saga or xa.") var mode: Mode
+    @Option(help: "The product to take at every participant.") var productId: Int64 = 1
+    @Option(help: "How many.") var quantity: Int64 = 10
+    @OptionGroup var client: ClientOptions
+
+    func run() async throws {
+        let reply = try await client.withClient { http in
+            try await http.post(client.base + "/v1/transactions", json: TransactionRequest(mode: mode, productId: productId, quantity: quantity), timeout: .seconds(60))
+        }
+        guard let view = try? reply.decode(TransactionView.self) else {
+            printError("coordinator answered \(reply.status): \(reply.error.map { "\($0)" } ?? String(decoding: reply.body, as: UTF8.self))")
+            throw ExitCode(1)
+        }
+        printTransaction(view)
+        switch view.status {
+        case .completed: return
+        case .failed, .compensated: throw ExitCode(2)
+        case .pending:
+            print("the outcome is decided but not yet applied everywhere: the coordinator keeps retrying (dtx status \(view.id))")
+            throw ExitCode(1)
+        }
+    }
+}
+
+struct StatusCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "status", abstract: "Show one global transaction and its branches.")
+    @Argument(help: "The worker_event id.") var id: Int64
+    @OptionGroup var client: ClientOptions
+
+    func run() async throws {
+        let reply = try await client.withClient { try await $0.get(client.base + "/v1/transactions/\(id)", timeout: .seconds(10)) }
+        guard reply.status == 200 else {
+            printError("coordinator answered \(reply.status): \(reply.error.map { "\($0)" } ?? "")")
+            throw ExitCode(1)
+        }
+        printTransaction(try reply.decode(TransactionView.self))
+    }
+}
+
+struct ListCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "list", abstract: "List recent global transactions.")
+    @Option(help: "pending, completed, failed or compensated.") var status: GlobalStatus?
+    @Option(help: "How many (1-1000).") var limit: Int = 20
+    @OptionGroup var client: ClientOptions
+
+    func run() async throws {
+        var url = client.base + "/v1/transactions?limit=\(limit)"
+        if let status { url += "&status=\(status.rawValue)" }
+        let reply = try await client.withClient { try await $0.get(url, timeout: .seconds(10)) }
+        guard reply.status == 200 else {
+            printError("coordinator answered \(reply.status): \(reply.error.map { "\($0)" } ?? "")")
+            throw ExitCode(1)
+        }
+        print(pad("ID", 8) + pad("MODE", 6) + pad("STATUS", 13) + pad("PHASE", 17) + "ERROR")
+        for view in try reply.decode(TransactionList.self).transactions {
+            print(pad("\(view.id)", 8) + pad(view.mode.rawValue, 6) + pad(view.status.rawValue, 13) + pad(view.phase, 17) + (view.errorMessage ?? ""))
+        }
+    }
+}
+
+extension Mode: ExpressibleByArgument {}
+extension GlobalStatus: ExpressibleByArgument {}
+
+func printTransaction(_ view: TransactionView) {
+    print("worker_event \(view.id)  mode \(view.mode.rawValue)  status \(view.status.rawValue)  phase \(view.phase)")
+    if let error = view.errorMessage { print("  reason: \(error)") }
+    for branch in view.branches {
+        print("  " + pad(branch.participant, 12) + pad("product \(branch.productId)", 12) + pad("qty \(branch.quantity)", 10)
+            + pad(branch.state.rawValue, 17) + "attempts \(branch.attempts)" + (branch.lastError.map { "  last error: \($0)" } ?? ""))
+    }
+}
+
+func pad(_ text: String, _ width: Int) -> String {
+    text.count >= width ? text + " " : text + String(repeating: " ", count: width - text.count)
+}
+
+func printError(_ message: String) {
+    FileHandle.standardError.write(Data("error: \(message)\n".utf8))
+}

@@ -1,0 +1,68 @@
+import ArgumentParser
+import DTXPostgres
+import Logging
+
+struct PostgresCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "postgres",
+        abstract: "A throwaway PostgreSQL cluster in a private folder (initdb + pg_ctl), for trying dtx without a server.",
+        subcommands: [Start.self, Stop.self, Status.self]
+    )
+
+    struct Location: ParsableArguments {
+        @Option(help: "The cluster's folder.") var dir: String = ".dtx/postgres"
+    }
+
+    struct Start: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Create (or reuse) and start the cluster, create dtx_service_a, dtx_service_b and dtx_coordinator, print their URLs."
+        )
+        @OptionGroup var location: Location
+        @Option(help: "TCP port (default: the last one used in this folder, else a free one).") var port: Int?
+
+        func run() async throws {
+            var logger = Logger(label: "dtx.postgres")
+            logger.logLevel = .warning
+            let cluster = try EmbeddedPostgres(configuration: .init(directory: location.dir, port: port))
+            try await cluster.start(logger: logger)
+            print("PostgreSQL \(cluster.statusLine())")
+            for database in EmbeddedPostgres.serviceDatabases {
+                print("\(database)\t\(try cluster.url(database: database).urlString)")
+            }
+        }
+    }
+
+    struct Stop: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Stop the cluster (its folder stays; start reuses it).")
+        @OptionGroup var location: Location
+        @Flag(help: "Also delete the folder.") var remove = false
+
+        func run() async throws {
+            let cluster = try EmbeddedPostgres(configuration: .init(directory: location.dir))
+            if remove {
+                try cluster.destroy()
+                print("stopped and removed \(location.dir)")
+            } else {
+                try cluster.stop()
+                print("PostgreSQL \(cluster.statusLine())")
+            }
+        }
+    }
+
+    struct Status: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Say whether the cluster runs, where, and on which port.")
+        @OptionGroup var location: Location
+
+        func run() async throws {
+            let cluster = try EmbeddedPostgres(configuration: .init(directory: location.dir))
+            print("PostgreSQL \(cluster.statusLine())")
+            if cluster.isRunning() {
+                for database in EmbeddedPostgres.serviceDatabases {
+                    print("\(database)\t\(try cluster.url(database: database).urlString)")
+                }
+            } else {
+                throw ExitCode(3)
+            }
+        }
+    }
+}
