@@ -54,7 +54,8 @@ public func buildCoordinator(
         registry: registry,
         logger: logger
     )
-    let driver = TransactionDriver(log: log, caller: caller, registry: registry, logger: logger)
+    var driver = TransactionDriver(log: log, caller: caller, registry: registry, logger: logger)
+    driver.xaConcurrentPrepare = configuration.xaConcurrentPrepare
     let recovery = RecoveryLoop(
         log: log, driver: driver, interval: timing.recoveryInterval,
         budget: min(.seconds(5), timing.leaseDuration / 2), batch: configuration.recoveryBatch, registry: registry, logger: logger

@@ -45,6 +45,9 @@ public struct CoordinatorConfiguration: Sendable {
     /// coordinator that starts releases the leases its previous life held, instead of waiting for them to end.
     public var instanceID: String?
     public var maxDatabaseConnections: Int = 40
+    /// XA: send the prepares to every participant at once rather than in order (see `XAMachine` for why the default
+    /// is in order).
+    public var xaConcurrentPrepare = false
     /// Transactions the recovery loop drives at once.
     public var recoveryBatch: Int = 32
 

@@ -12,6 +12,8 @@ struct TransactionDriver: Sendable {
     let caller: BranchCaller
     let registry: PrometheusCollectorRegistry
     let logger: Logger
+    /// XA prepares at every participant at once instead of in order (see `XAMachine`).
+    var xaConcurrentPrepare = false
 
     /// Drives `transaction` until it is final, or until the second phase runs past `until` (then the transaction is
     /// postponed: handed back to the recovery loop with its next attempt time in the log).
@@ -76,6 +78,14 @@ struct TransactionDriver: Sendable {
             }
         }
         return failure
+    }
+
+    /// The first phase one branch after the other, stopping at the first failure.
+    func firstPhaseInOrder(_ op: BranchOperation, _ transaction: inout GlobalTransaction, success: BranchRecord.State) async -> String? {
+        for index in transaction.branches.indices {
+            if let failure = await firstPhase(op, &transaction, branch: index, success: success) { return failure }
+        }
+        return nil
     }
 
     /// A first-phase call at one branch (Saga's steps run one by one). Returns the reason for the abort, if any.

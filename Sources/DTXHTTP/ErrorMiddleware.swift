@@ -27,7 +27,7 @@ public struct ErrorMiddleware: RouterMiddleware {
         } catch let error as HTTPError {
             return .error(self.protocolError(for: error, request: request))
         } catch let error as any HTTPResponseError {
-            return .error(ProtocolError(.init(rawValue: "http_\(error.status.code)"), "\(error.status.reasonPhrase)"))
+            return .error(self.protocolError(status: error.status, message: nil, request: request))
         } catch {
             context.logger.error("request failed", metadata: ["dtx.error": "\(String(reflecting: error))"])
             return .error(ProtocolError(.internalError, "internal error: \(error)"))
@@ -35,20 +35,26 @@ public struct ErrorMiddleware: RouterMiddleware {
     }
 
     private func protocolError(for error: HTTPError, request: Request) -> ProtocolError {
-        switch error.status {
+        self.protocolError(status: error.status, message: error.body, request: request)
+    }
+
+    private func protocolError(status: HTTPResponse.Status, message: String?, request: Request) -> ProtocolError {
+        switch status {
         case .notFound:
             if knownPaths.contains(request.uri.path) {
                 return ProtocolError(.methodNotAllowed, "\(request.method) is not allowed on \(request.uri.path)")
             }
-            return ProtocolError(.notFound, error.body ?? "no route for \(request.method) \(request.uri.path)")
+            return ProtocolError(.notFound, message ?? "no route for \(request.method) \(request.uri.path)")
         case .contentTooLarge:
             return ProtocolError(.bodyTooLarge, "the request body is larger than \(Limits.maxBodyBytes) bytes")
         case .badRequest:
-            return .badRequest(error.body ?? "bad request")
+            return .badRequest(message ?? "bad request")
         case .unauthorized:
-            return ProtocolError(.unauthorized, error.body ?? "missing or wrong bearer token")
+            return ProtocolError(.unauthorized, message ?? "missing or wrong bearer token")
+        case .methodNotAllowed:
+            return ProtocolError(.methodNotAllowed, message ?? "\(request.method) is not allowed on \(request.uri.path)")
         default:
-            return ProtocolError(.init(rawValue: "http_\(error.status.code)"), error.body ?? error.status.reasonPhrase)
+            return ProtocolError(.internalError, message ?? "HTTP \(status.code) \(status.reasonPhrase)")
         }
     }
 }

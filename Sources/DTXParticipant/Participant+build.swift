@@ -41,12 +41,16 @@ public func buildParticipant(
     var logger = logger
     logger[metadataKey: "dtx.service"] = "\(configuration.name)"
 
-    let maxPrepared = try await configuration.databaseURL.withConnection(logger: logger) { connection in
+    let (maxPrepared, databaseOID) = try await configuration.databaseURL.withConnection(logger: logger) { connection in
         try await Migrator.migrate(.participant, connection: connection, logger: logger)
-        for try await value in try await connection.query("SHOW max_prepared_transactions", logger: logger).decode(String.self) {
-            return Int(value) ?? 0
-        }
-        return 0
+        let rows = try await connection.query(
+            """
+            SELECT current_setting('max_prepared_transactions')::int, oid::bigint FROM pg_database WHERE datname = current_database()
+            """,
+            logger: logger
+        )
+        for try await (maxPrepared, oid) in rows.decode((Int, Int64).self) { return (maxPrepared, oid) }
+        throw ConfigurationError("cannot read max_prepared_transactions and the database OID")
     }
     let xaEnabled = maxPrepared > 0
     if !xaEnabled {
@@ -57,7 +61,7 @@ public func buildParticipant(
         configuration: try configuration.databaseURL.clientConfiguration(maximumConnections: configuration.maxDatabaseConnections),
         backgroundLogger: logger
     )
-    let ledger = StockLedger(client: postgres, service: configuration.name, lockTimeout: configuration.lockTimeout, logger: logger)
+    let ledger = StockLedger(client: postgres, service: configuration.name, databaseOID: databaseOID, lockTimeout: configuration.lockTimeout, logger: logger)
     let client = ServiceClient(configuration: .init(token: configuration.token))
     let registry = PrometheusCollectorRegistry()
     let reconciler = Reconciler(

@@ -4,16 +4,17 @@ import PostgresNIO
 
 /// XA branches on PostgreSQL's native two-phase commit.
 ///
-/// The gid is `dtx-<service>-<worker_event_id>-<product_id>`: made from the validated service name and two integers,
-/// never from request text, because PREPARE TRANSACTION / COMMIT PREPARED take no bind parameters.
-/// gids are unique per server (not per database), hence the service name in them.
+/// The gid is `dtx-<database oid>-<service>-<worker_event_id>-<product_id>`: made from integers and the validated
+/// service name, never from request text, because PREPARE TRANSACTION / COMMIT PREPARED take no bind parameters.
+/// gids are unique per server, not per database: the database's OID and the service name keep two services (or two
+/// dtx installations) on one server apart.
 extension StockLedger {
     func gid(_ request: BranchRequest) -> String {
-        "dtx-\(service)-\(request.workerEventId)-\(request.productId)"
+        "\(gidPrefix)\(request.workerEventId)-\(request.productId)"
     }
 
     /// The prefix of this service's gids, for finding its in-doubt transactions.
-    var gidPrefix: String { "dtx-\(service)-" }
+    var gidPrefix: String { "dtx-\(databaseOID)-\(service)-" }
 
     func isPrepared(_ connection: PostgresConnection, gid: String) async throws -> Bool {
         try await connection.query("SELECT 1 FROM pg_prepared_xacts WHERE gid = \(gid)", logger: logger).count() == 1
@@ -127,13 +128,5 @@ extension StockLedger {
             found.append(BranchRequest(workerEventId: worker, productId: product, quantity: 1))
         }
         return found
-    }
-
-    /// Whether the server allows PREPARE TRANSACTION.
-    public func preparedTransactionsEnabled() async throws -> Int {
-        for try await value in try await client.query("SHOW max_prepared_transactions", logger: logger).decode(String.self) {
-            return Int(value) ?? 0
-        }
-        return 0
     }
 }

@@ -13,12 +13,15 @@ import PostgresNIO
 public struct StockLedger: Sendable {
     let client: PostgresClient
     let service: String
+    /// The database's OID: part of XA gids, which are unique per server, not per database.
+    let databaseOID: Int64
     let lockTimeout: Duration
     let logger: Logger
 
-    public init(client: PostgresClient, service: String, lockTimeout: Duration, logger: Logger) {
+    public init(client: PostgresClient, service: String, databaseOID: Int64, lockTimeout: Duration, logger: Logger) {
         self.client = client
         self.service = service
+        self.databaseOID = databaseOID
         self.lockTimeout = lockTimeout
         self.logger = logger
     }

@@ -71,6 +71,8 @@ struct CoordinatorCommand: AsyncParsableCommand {
     @Option(help: "How long POST /v1/transactions drives the second phase before answering 202.") var responseWait = DurationArgument(.seconds(10))
     @Option(help: "This coordinator's stable name in the lease columns (default host:port).") var instanceID: String?
     @Option(help: "Database connections.") var maxConnections: Int = 40
+    @Flag(help: "XA: prepare at every participant at once (default: in order; concurrent prepares deadlock on hot rows).")
+    var xaConcurrentPrepare = false
     @OptionGroup var logging: LoggingOptions
 
     func run() async throws {
@@ -93,6 +95,7 @@ struct CoordinatorCommand: AsyncParsableCommand {
         configuration.timing.responseWait = responseWait.duration
         configuration.instanceID = instanceID
         configuration.maxDatabaseConnections = maxConnections
+        configuration.xaConcurrentPrepare = xaConcurrentPrepare
         let coordinator: Coordinator
         do {
             coordinator = try await buildCoordinator(configuration, logger: logger) { port in

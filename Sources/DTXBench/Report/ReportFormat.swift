@@ -1,0 +1,177 @@
+import Foundation
+
+/// Number formatting and text escaping shared by the Markdown and HTML reports.
+enum ReportFormat {
+    /// What a table shows for a missing or non-finite value.
+    static let missing = "—"
+
+    /// Escapes `&`, `<`, `>`, `"` and `'` for HTML text and attribute values (also valid inside inline SVG).
+    static func html(_ text: String) -> String {
+        var out = ""
+        out.reserveCapacity(text.utf8.count)
+        for character in text {
+            switch character {
+            case "&": out += "&amp;"
+            case "<": out += "&lt;"
+            case ">": out += "&gt;"
+            case "\"": out += "&quot;"
+            case "'": out += "&#39;"
+            default: out.append(character)
+            }
+        }
+        return out
+    }
+
+    /// Makes text safe for one Markdown table cell: no pipes, no line breaks.
+    static func markdownCell(_ text: String) -> String {
+        var out = ""
+        for character in text {
+            switch character {
+            case "|": out += "\\|"
+            case "\n", "\r", "\r\n": out += " "
+            default: out.append(character)
+            }
+        }
+        return out
+    }
+
+    /// `value` with `decimals` decimals and thousands separators ("12,345.6"); `missing` when not finite.
+    static func grouped(_ value: Double, decimals: Int) -> String {
+        guard value.isFinite else { return missing }
+        let places = max(0, min(decimals, 6))
+        let digits = String(format: "%.\(places)f", abs(value))
+        let parts = digits.split(separator: ".", maxSplits: 1, omittingEmptySubsequences: false)
+        let integer = Array(parts.first.map(String.init) ?? "0")
+        var withCommas = ""
+        for (index, digit) in integer.enumerated() {
+            if index > 0 && (integer.count - index) % 3 == 0 { withCommas += "," }
+            withCommas.append(digit)
+        }
+        let fraction = parts.count > 1 ? "." + parts[1] : ""
+        let isZero = digits.allSatisfy { $0 == "0" || $0 == "." }
+        return (value < 0 && !isZero ? "-" : "") + withCommas + fraction
+    }
+
+    /// An integer count with thousands separators.
+    static func count(_ value: Int) -> String {
+        grouped(Double(value), decimals: 0)
+    }
+
+    /// Transactions per second: no decimals from 100 up, one below.
+    static func throughput(_ value: Double) -> String {
+        guard value.isFinite else { return missing }
+        return grouped(value, decimals: abs(value) >= 100 ? 0 : 1)
+    }
+
+    /// "median (min–max)" of a throughput spread.
+    static func throughputSpread(_ spread: Spread) -> String {
+        "\(throughput(spread.median)) (\(throughput(spread.min))–\(throughput(spread.max)))"
+    }
+
+    /// Milliseconds: one decimal, two below 1 ms.
+    static func ms(_ value: Double) -> String {
+        guard value.isFinite else { return missing }
+        return grouped(value, decimals: abs(value) < 1 ? 2 : 1)
+    }
+
+    /// A throughput ratio such as "0.52×"; `missing` when nil or not finite.
+    static func ratio(_ value: Double?) -> String {
+        guard let value, value.isFinite else { return missing }
+        return String(format: "%.2f×", value)
+    }
+
+    /// CPU seconds: two decimals (three when tiny).
+    static func cpu(_ value: Double?) -> String {
+        guard let value, value.isFinite else { return missing }
+        if value != 0 && abs(value) < 0.01 { return String(format: "%.3f", value) }
+        return grouped(value, decimals: 2)
+    }
+
+    /// Seconds with one decimal, e.g. "12.3 s".
+    static func seconds(_ value: Double?) -> String {
+        guard let value, value.isFinite else { return missing }
+        return grouped(value, decimals: 1) + " s"
+    }
+
+    /// A share in percent: one decimal below 10 %, none above.
+    static func percent(_ part: Double, of total: Double) -> String {
+        guard total > 0, part.isFinite, total.isFinite else { return missing }
+        let share = part / total * 100
+        return String(format: share < 10 && share > 0 ? "%.1f%%" : "%.0f%%", share)
+    }
+
+    /// An axis tick label: as many decimals as the tick step needs.
+    static func tick(_ value: Double, step: Double) -> String {
+        guard value.isFinite else { return "" }
+        guard step.isFinite, step > 0 else { return grouped(value, decimals: 0) }
+        let decimals = max(0, Int(-floor(log10(step) + 1e-9)))
+        return grouped(value, decimals: decimals)
+    }
+
+    /// Shortens `text` to at most `limit` characters, ending in "…" when cut.
+    static func truncated(_ text: String, to limit: Int) -> String {
+        if text.count <= limit { return text }
+        if limit <= 1 { return "…" }
+        return String(text.prefix(limit - 1)) + "…"
+    }
+}
+
+/// The fixed order, colours and roles of the benchmark modes.
+enum ReportModes {
+    /// Baselines first, then the protocols.
+    static let knownOrder = ["local", "direct", "tcc", "saga", "xa"]
+    static let baselines: Set<String> = ["local", "direct"]
+
+    /// Okabe-Ito colours, the same in every chart.
+    static func color(_ mode: String) -> String {
+        switch mode {
+        case "local": return "#999999"
+        case "direct": return "#555555"
+        case "tcc": return "#0072B2"
+        case "saga": return "#E69F00"
+        case "xa": return "#009E73"
+        default:
+            let fallback = ["#56B4E9", "#CC79A7", "#D55E00", "#882255", "#44AA99"]
+            let sum = mode.unicodeScalars.reduce(0) { $0 &+ Int($1.value) }
+            return fallback[abs(sum) % fallback.count]
+        }
+    }
+
+    static func isBaseline(_ mode: String) -> Bool {
+        baselines.contains(mode)
+    }
+
+    /// Known modes in their fixed order, then any others alphabetically; no duplicates.
+    static func ordered<S: Sequence>(_ modes: S) -> [String] where S.Element == String {
+        let unique = Set(modes)
+        let known = knownOrder.filter { unique.contains($0) }
+        let others = unique.subtracting(knownOrder).sorted()
+        return known + others
+    }
+
+    /// Process keys of the CPU columns, in a fixed order, then any others alphabetically.
+    static func orderedProcesses<S: Sequence>(_ processes: S) -> [String] where S.Element == String {
+        let fixed = ["coordinator", "ServiceA", "ServiceB", "postgres", "loadgen"]
+        let unique = Set(processes)
+        return fixed.filter { unique.contains($0) } + unique.subtracting(fixed).sorted()
+    }
+}
+
+/// Outcome categories with their colours, in stacking order.
+enum ReportOutcomes {
+    static let names = ["completed", "failed", "compensated", "pending", "errors"]
+
+    static func color(_ name: String) -> String {
+        switch name {
+        case "completed": return "#56B4E9"
+        case "failed": return "#D55E00"
+        case "compensated": return "#CC79A7"
+        case "pending": return "#F0E442"
+        default: return "#000000"
+        }
+    }
+
+    static func values(_ outcomes: Outcomes) -> [Int] {
+        [outcomes.completed, outcomes.failed, outcomes.compensated, outcomes.pending, outcomes.errors]
+    }
+}

@@ -1,0 +1,204 @@
+import DTXCoordinator
+import DTXHTTP
+import DTXParticipant
+import DTXPostgres
+import DTXProtocol
+import Foundation
+import Hummingbird
+import PostgresNIO
+import Testing
+
+/// Short timeouts so that retries and aborts happen within a test's time.
+func testTiming() -> CoordinatorConfiguration.Timing {
+    var timing = CoordinatorConfiguration.Timing()
+    timing.branchTimeout = .seconds(1)
+    timing.globalTimeout = .seconds(3)
+    timing.initialBackoff = .milliseconds(20)
+    timing.maxBackoff = .milliseconds(300)
+    timing.recoveryInterval = .milliseconds(100)
+    timing.leaseDuration = .seconds(6)
+    timing.responseWait = .seconds(3)
+    return timing
+}
+
+/// ServiceA and ServiceB, each on its own database, and (unless told otherwise) a coordinator in this process.
+struct CoordinatorFixture: Sendable {
+    let serviceA: ParticipantFixture.Parts
+    let serviceB: ParticipantFixture.Parts
+    let coordinatorDatabase: DatabaseURL
+    let coordinator: RunningService?
+    let client: ServiceClient
+
+    var coordinatorURL: String { coordinator!.url }
+
+    /// `routeB`: put something (a flaky proxy) between the coordinator and ServiceB: gets B's URL, returns the URL
+    /// the coordinator should use.
+    static func with(
+        startCoordinator: Bool = true,
+        routeB: (String) async throws -> String = { $0 },
+        configure: (inout CoordinatorConfiguration) -> Void = { _ in },
+        _ body: (CoordinatorFixture) async throws -> Void
+    ) async throws {
+        let a = try await ParticipantFixture.Parts.start("ServiceA")
+        let b = try await ParticipantFixture.Parts.start("ServiceB")
+        let coordinatorDatabase = try await TestPostgres.shared.newDatabase("coordinator")
+        let client = ServiceClient()
+        var coordinator: RunningService?
+        try await withCleanup {
+            if startCoordinator {
+                var configuration = CoordinatorConfiguration(
+                    databaseURL: coordinatorDatabase,
+                    participants: [.init(name: "ServiceA", url: a.service.url), .init(name: "ServiceB", url: try await routeB(b.service.url))]
+                )
+                configuration.port = 0
+                configuration.timing = testTiming()
+                configure(&configuration)
+                let settings = configuration
+                coordinator = try await RunningService.start { onPort in
+                    try await buildCoordinator(settings, logger: TestPostgres.logger, onServerRunning: onPort).application
+                }
+            }
+            try await body(CoordinatorFixture(serviceA: a, serviceB: b, coordinatorDatabase: coordinatorDatabase, coordinator: coordinator, client: client))
+        } cleanup: {
+            await coordinator?.stop()
+            await a.service.stop()
+            await b.service.stop()
+            try? await client.shutdown()
+        }
+    }
+
+    func post(_ request: TransactionRequest) async throws -> ServiceClient.Reply {
+        try await client.post(coordinatorURL + "/v1/transactions", json: request, timeout: .seconds(30))
+    }
+
+    func stock(_ parts: ParticipantFixture.Parts, _ product: Int64 = 1) async throws -> Int64 {
+        try await scalar(parts.database, "SELECT stock FROM products WHERE id = \(product)")
+    }
+
+    func workerEventStatus(_ id: Int64) async throws -> String? {
+        try await withDatabase(coordinatorDatabase) { connection in
+            for try await status in try await connection.query("SELECT status FROM worker_events WHERE id = \(id)", logger: TestPostgres.logger)
+                .decode(String.self)
+            {
+                return status
+            }
+            return nil
+        }
+    }
+
+    /// DESIGN section 7 on this fixture's three databases, for the transactions logged so far:
+    /// every transaction final, participants agree with it, stock = initial - committed, nothing left in doubt.
+    func expectConsistent(initialA: Int64 = 100, initialB: Int64 = 100, sourceLocation: SourceLocation = #_sourceLocation) async throws {
+        let rows: [(Int64, String, String)] = try await withDatabase(coordinatorDatabase) { connection in
+            var rows: [(Int64, String, String)] = []
+            for try await row in try await connection.query("SELECT id, status, mode FROM worker_events ORDER BY id", logger: TestPostgres.logger)
+                .decode((Int64, String, String).self)
+            {
+                rows.append(row)
+            }
+            return rows
+        }
+        for (id, status, mode) in rows {
+            #expect(status == "completed" || (status == "failed" && mode != "saga") || status == "compensated",
+                    "worker_event \(id) (\(mode)) is \(status)", sourceLocation: sourceLocation)
+        }
+        for (parts, initialStock) in [(serviceA, initialA), (serviceB, initialB)] {
+            let committed = try await scalar(parts.database, "SELECT COALESCE(sum(quantity), 0)::bigint FROM transactions WHERE status IN ('confirm') AND product_id = 1")
+            let stock = try await scalar(parts.database, "SELECT stock FROM products WHERE id = 1")
+            #expect(stock == initialStock - committed, "\(parts.name): stock \(stock), committed \(committed)", sourceLocation: sourceLocation)
+            #expect(try await scalar(parts.database, "SELECT count(*) FROM transactions WHERE status IN ('try', 'confirm_pending')") == 0,
+                    "\(parts.name) has branches left in try or confirm_pending", sourceLocation: sourceLocation)
+            #expect(try await scalar(parts.database, "SELECT count(*) FROM pg_prepared_xacts WHERE database = current_database()") == 0,
+                    "\(parts.name) has prepared transactions left", sourceLocation: sourceLocation)
+            for (id, status, _) in rows {
+                let confirmed = try await scalar(parts.database, "SELECT count(*) FROM transactions WHERE worker_event_id = \(id) AND status = 'confirm'")
+                #expect((status == "completed") == (confirmed == 1), "\(parts.name) disagrees on worker_event \(id) (\(status))", sourceLocation: sourceLocation)
+            }
+        }
+    }
+}
+
+extension ParticipantFixture {
+    /// A running participant on its own database.
+    struct Parts: Sendable {
+        let name: String
+        let database: DatabaseURL
+        let service: RunningService
+
+        static func start(_ name: String, database: DatabaseURL? = nil, port: Int = 0, configure: (inout ParticipantConfiguration) -> Void = { _ in }) async throws -> Parts {
+            let database = if let database { database } else { try await TestPostgres.shared.newDatabase(name.lowercased()) }
+            var configuration = participantConfiguration(name, database)
+            configuration.port = port
+            configure(&configuration)
+            let (service, _) = try await RunningService.participant(configuration)
+            return Parts(name: name, database: database, service: service)
+        }
+    }
+}
+
+/// An HTTP proxy in front of a participant that misbehaves on purpose: answers 503 to the first `failFirst` calls,
+/// and can hold answers (after forwarding the call) until released.
+actor FlakyProxy {
+    let target: String
+    private var failuresLeft: Int
+    private(set) var calls = 0
+    private var holdPaths: Set<String> = []
+    private var held = false
+    private var waiters: [CheckedContinuation<Void, Never>] = []
+
+    init(target: String, failFirst: Int = 0) {
+        self.target = target
+        self.failuresLeft = failFirst
+    }
+
+    /// From now on, calls to these paths are forwarded, but their answer waits until `release()`.
+    func hold(_ paths: Set<String>) {
+        holdPaths = paths
+        held = true
+    }
+
+    func release() {
+        held = false
+        for waiter in waiters { waiter.resume() }
+        waiters = []
+    }
+
+    /// Whether the call should fail now; counts the call.
+    fileprivate func admit() -> Bool {
+        calls += 1
+        if failuresLeft > 0 {
+            failuresLeft -= 1
+            return false
+        }
+        return true
+    }
+
+    fileprivate func waitIfHeld(_ path: String) async {
+        guard held, holdPaths.contains(path) else { return }
+        await withCheckedContinuation { waiters.append($0) }
+    }
+
+    private(set) var heldCalls = 0
+    fileprivate func noteHeld() { heldCalls += 1 }
+
+    /// Starts the proxy's HTTP server; stop it with the returned service.
+    nonisolated func start(client: ServiceClient) async throws -> RunningService {
+        try await RunningService.start { onPort in
+            let router = Router(context: DTXRequestContext.self)
+            router.post("/**") { request, context -> Response in
+                guard await self.admit() else { return .error(ProtocolError(.injectedFault, "flaky proxy: failing on purpose")) }
+                let body = try await request.body.collect(upTo: 65536)
+                let path = request.uri.path
+                let reply = try await client.raw("POST", self.target + path, body: Data(buffer: body), headers: [("content-type", "application/json")])
+                if await self.held, await self.holdPaths.contains(path) {
+                    await self.noteHeld()
+                    await self.waitIfHeld(path)
+                }
+                return Response(status: .init(code: reply.status), headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(data: reply.body)))
+            }
+            return Application(router: router, configuration: .init(address: .hostname("127.0.0.1", port: 0)), onServerRunning: { await onPort($0.localAddress!.port!) }, logger: TestPostgres.logger)
+        }
+    }
+}
+
+import NIOFoundationCompat
