@@ -3,7 +3,7 @@ import PackageDescription
 
 let package = Package(
     name: "dtx",
-    platforms: [.macOS(.v14)],
+    platforms: [.macOS(.v15)],
     products: [
         .executable(name: "dtx", targets: ["dtx"]),
         .library(name: "DTXParticipant", targets: ["DTXParticipant"]),

@@ -1,19 +1,51 @@
+import Synchronization
+
 /// The operation did not finish within its time.
 public struct DeadlineExceeded: Error, CustomStringConvertible, Sendable {
     public var limit: Duration
     public var description: String { "no answer within \(limit)" }
 }
 
-/// Runs `operation`, cancelling it and throwing `DeadlineExceeded` when it takes longer than `limit`.
+/// Returns `operation`'s result, or throws `DeadlineExceeded` once `limit` has passed.
+///
+/// The operation is cancelled at the deadline but not waited for: a PostgreSQL pool waiting for a server that is down
+/// does not end on cancellation, and the caller must answer now. Callers use this only for work that is safe to let
+/// finish late (reads, and branch operations, which the barrier makes idempotent).
 public func withDeadline<T: Sendable>(_ limit: Duration, _ operation: @escaping @Sendable () async throws -> T) async throws -> T {
-    try await withThrowingTaskGroup(of: T.self) { group in
-        group.addTask { try await operation() }
-        group.addTask {
-            try await Task.sleep(for: limit)
-            throw DeadlineExceeded(limit: limit)
+    let gate = ResumeOnce<T>()
+    return try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<T, any Error>) in
+        gate.set(continuation)
+        let work = Task {
+            do { gate.resume(with: .success(try await operation())) } catch { gate.resume(with: .failure(error)) }
         }
-        defer { group.cancelAll() }
-        guard let first = try await group.next() else { throw CancellationError() }
-        return first
+        Task {
+            try? await Task.sleep(for: limit)
+            work.cancel()
+            gate.resume(with: .failure(DeadlineExceeded(limit: limit)))
+        }
+    }
+}
+
+/// Resumes a continuation once; later results are dropped.
+private final class ResumeOnce<T: Sendable>: Sendable {
+    private let state = Mutex<(continuation: CheckedContinuation<T, any Error>?, result: Result<T, any Error>?)>((nil, nil))
+
+    func set(_ continuation: CheckedContinuation<T, any Error>) {
+        let early = state.withLock { state -> Result<T, any Error>? in
+            if let result = state.result { return result }
+            state.continuation = continuation
+            return nil
+        }
+        if let early { continuation.resume(with: early) }
+    }
+
+    func resume(with result: Result<T, any Error>) {
+        let continuation = state.withLock { state -> CheckedContinuation<T, any Error>? in
+            guard state.result == nil else { return nil }
+            state.result = result
+            defer { state.continuation = nil }
+            return state.continuation
+        }
+        continuation?.resume(with: result)
     }
 }

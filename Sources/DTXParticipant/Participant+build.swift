@@ -79,7 +79,8 @@ public func buildParticipant(
     if let token = configuration.token { router.add(middleware: BearerTokenMiddleware(token: token)) }
 
     let routes = ParticipantRoutes(
-        service: configuration.name, ledger: ledger, xaEnabled: xaEnabled, faults: configuration.faults, registry: registry
+        service: configuration.name, ledger: ledger, xaEnabled: xaEnabled, faults: configuration.faults,
+        operationTimeout: configuration.operationTimeout, registry: registry
     )
     routes.add(to: router)
     router.addMetricsRoute(registry)
@@ -109,6 +110,7 @@ struct ParticipantRoutes: Sendable {
     let ledger: StockLedger
     let xaEnabled: Bool
     let faults: FaultInjection
+    let operationTimeout: Duration
     let registry: PrometheusCollectorRegistry
 
     func add(to router: Router<DTXRequestContext>) {
@@ -155,7 +157,12 @@ struct ParticipantRoutes: Sendable {
         }
         let start = ContinuousClock.now
         do {
-            let result = try await ledger.perform(op, body)
+            let result: BranchResponse
+            do {
+                result = try await withDeadline(operationTimeout) { try await ledger.perform(op, body) }
+            } catch is DeadlineExceeded {
+                throw ProtocolError(.databaseUnavailable, "the database did not answer within \(operationTimeout): retry")
+            }
             registry.latencyHistogram("dtx_branch_duration_seconds", [("mode", op.mode.rawValue), ("op", op.rawValue)])
                 .record(ContinuousClock.now - start)
             self.count(op, outcome: result.effect.rawValue)

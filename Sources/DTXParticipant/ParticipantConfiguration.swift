@@ -16,6 +16,9 @@ public struct ParticipantConfiguration: Sendable {
     public var reconciler = Reconciler.Configuration()
     /// How long a branch operation waits for a row lock before answering 503 (the caller retries).
     public var lockTimeout: Duration = .seconds(2)
+    /// A branch operation that takes longer (the database is down, say) is answered 503; it may still finish later,
+    /// which the barrier makes harmless.
+    public var operationTimeout: Duration = .seconds(5)
     public var maxDatabaseConnections: Int = 40
     public var faults = FaultInjection()
 

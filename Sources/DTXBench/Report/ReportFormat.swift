@@ -22,12 +22,13 @@ enum ReportFormat {
         return out
     }
 
-    /// Makes text safe for one Markdown table cell: no pipes, no line breaks.
+    /// Makes text safe for one Markdown table cell: no pipes, no line breaks, no raw HTML tags.
     static func markdownCell(_ text: String) -> String {
         var out = ""
         for character in text {
             switch character {
             case "|": out += "\\|"
+            case "<": out += "&lt;"
             case "\n", "\r", "\r\n": out += " "
             default: out.append(character)
             }
@@ -65,7 +66,9 @@ enum ReportFormat {
 
     /// "median (min–max)" of a throughput spread.
     static func throughputSpread(_ spread: Spread) -> String {
-        "\(throughput(spread.median)) (\(throughput(spread.min))–\(throughput(spread.max)))"
+        guard spread.median.isFinite else { return missing }
+        guard spread.min.isFinite, spread.max.isFinite else { return throughput(spread.median) }
+        return "\(throughput(spread.median)) (\(throughput(spread.min))–\(throughput(spread.max)))"
     }
 
     /// Milliseconds: one decimal, two below 1 ms.
@@ -94,10 +97,14 @@ enum ReportFormat {
     }
 
     /// A share in percent: one decimal below 10 %, none above.
+    /// Never rounds a partial share to "0%" or "100%".
     static func percent(_ part: Double, of total: Double) -> String {
         guard total > 0, part.isFinite, total.isFinite else { return missing }
         let share = part / total * 100
-        return String(format: share < 10 && share > 0 ? "%.1f%%" : "%.0f%%", share)
+        if share > 0 && share < 0.1 { return "<0.1%" }
+        if share > 99.9 && share < 100 { return ">99.9%" }
+        let fine = (share > 0 && share < 10) || (share > 99 && share < 100)
+        return String(format: fine ? "%.1f%%" : "%.0f%%", share)
     }
 
     /// An axis tick label: as many decimals as the tick step needs.

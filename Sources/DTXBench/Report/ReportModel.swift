@@ -33,6 +33,11 @@ struct ReportScenarioView {
         processes = ReportModes.orderedProcesses(scenario.cells.flatMap { $0.summary.cpuSecondsPer1000.keys })
     }
 
+    /// The scenario's name, or a placeholder when it has none.
+    var displayName: String {
+        scenario.name.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty ? "(unnamed scenario)" : scenario.name
+    }
+
     var throughputAnchor: String { anchor + "-throughput" }
     var latencyAnchor: String { anchor + "-latency" }
     var outcomesAnchor: String { anchor + "-outcomes" }

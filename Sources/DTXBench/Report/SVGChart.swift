@@ -451,7 +451,7 @@ enum ReportCharts {
             body.append(ReportSVG.line(x1: x, y1: top, x2: x, y2: bottom, stroke: ReportSVG.gridColor))
             body.append(ReportSVG.text("\(Int(tick))%", x: x, y: bottom + 16, anchor: "middle", size: 11, fill: ReportSVG.mutedColor))
         }
-        body.append(ReportSVG.text("share of the cell's transactions (median run)", x: (left + right) / 2, y: chartHeight - 10,
+        body.append(ReportSVG.text("share of the mode's transactions", x: (left + right) / 2, y: chartHeight - 10,
                                    anchor: "middle"))
         let plotWidth = right - left
         for (rowIndex, row) in rows.enumerated() {
