@@ -26,6 +26,7 @@ struct ParticipantCommand: AsyncParsableCommand {
     @Option(help: "Fault injection: share of branch calls done but answered 503 (0-1).") var faultLostReplyRate: Double = 0
     @Option(help: "Fault injection: share of branch calls delayed (0-1).") var faultDelayRate: Double = 0
     @Option(help: "Fault injection: the delay.") var faultDelay = DurationArgument(.milliseconds(500))
+    @OptionGroup var lifecycle: LifecycleOptions
     @OptionGroup var logging: LoggingOptions
 
     func run() async throws {
@@ -46,7 +47,7 @@ struct ParticipantCommand: AsyncParsableCommand {
         let participant = try await buildParticipant(configuration, logger: logger) { port in
             logger.info("participant listening", metadata: ["dtx.port": "\(port)"])
         }
-        try await runServices([participant.application], logger: logger)
+        try await runServices([participant.application], lifecycle: lifecycle, logger: logger)
     }
 }
 
@@ -73,6 +74,7 @@ struct CoordinatorCommand: AsyncParsableCommand {
     @Option(help: "Database connections.") var maxConnections: Int = 40
     @Flag(help: "XA: prepare at every participant at once (default: in order; concurrent prepares deadlock on hot rows).")
     var xaConcurrentPrepare = false
+    @OptionGroup var lifecycle: LifecycleOptions
     @OptionGroup var logging: LoggingOptions
 
     func run() async throws {
@@ -104,12 +106,34 @@ struct CoordinatorCommand: AsyncParsableCommand {
         } catch let error as CoordinatorConfigurationError {
             throw ValidationError(error.description)
         }
-        try await runServices([coordinator.application], logger: logger)
+        try await runServices([coordinator.application], lifecycle: lifecycle, logger: logger)
     }
 }
 
-/// Runs services until SIGTERM or SIGINT, then shuts them down gracefully.
-func runServices(_ services: [any Service], logger: Logger) async throws {
-    let group = ServiceGroup(configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
-    try await group.run()
+struct LifecycleOptions: ParsableArguments {
+    @Option(help: ArgumentHelp("Shut down when this process ends (used by dtx demo and dtx bench).", visibility: .hidden))
+    var parentPid: Int32?
+}
+
+/// Runs services until SIGTERM or SIGINT (or the end of the parent given by --parent-pid), then shuts them down
+/// gracefully.
+func runServices(_ services: [any Service], lifecycle: LifecycleOptions, logger: Logger) async throws {
+    var configuration = ServiceGroupConfiguration(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+    if let parent = lifecycle.parentPid {
+        configuration.services.append(.init(service: ParentWatch(pid: parent), successTerminationBehavior: .gracefullyShutdownGroup))
+    }
+    try await ServiceGroup(configuration: configuration).run()
+}
+
+/// Ends (and so shuts the group down) when the parent process is gone: a demo killed with SIGKILL leaves no service.
+struct ParentWatch: Service {
+    let pid: Int32
+
+    func run() async throws {
+        try await cancelWhenGracefulShutdown {
+            while kill(pid, 0) == 0 {
+                try await Task.sleep(for: .milliseconds(500))
+            }
+        }
+    }
 }

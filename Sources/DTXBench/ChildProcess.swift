@@ -1,0 +1,126 @@
+import DTXPostgres
+import Foundation
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// A service process started by the demo, the benchmark or a test: spawned with posix_spawn, its output in a log
+/// file, stopped with a signal, waited for by pid. Only a pid: `Sendable`, and it leaks no pipe into other children.
+public struct ChildProcess: Sendable {
+    public let name: String
+    public let pid: pid_t
+    public let logPath: String
+
+    /// Starts `executable` with `arguments`, standard output and error appended to `logPath`.
+    public static func spawn(name: String, executable: String, arguments: [String], logPath: String) throws -> ChildProcess {
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 1, logPath, O_WRONLY | O_CREAT | O_APPEND, 0o644)
+        posix_spawn_file_actions_adddup2(&actions, 1, 2)
+        let argv: [UnsafeMutablePointer<CChar>?] = ([executable] + arguments).map { strdup($0) } + [nil]
+        defer { argv.forEach { free($0) } }
+        let environment = ProcessInfo.processInfo.environment.map { "\($0.key)=\($0.value)" }
+        let envp: [UnsafeMutablePointer<CChar>?] = environment.map { strdup($0) } + [nil]
+        defer { envp.forEach { free($0) } }
+        var pid: pid_t = 0
+        let result = posix_spawn(&pid, executable, &actions, nil, argv, envp)
+        guard result == 0 else {
+            throw LaunchError("could not start \(name) (\(executable)): \(String(cString: strerror(result)))")
+        }
+        return ChildProcess(name: name, pid: pid, logPath: logPath)
+    }
+
+    public func signal(_ signal: Int32) {
+        kill(pid, signal)
+    }
+
+    /// The exit status once the process has ended (and reaps it), nil while it runs.
+    public func exitStatus() -> Int32? {
+        var status: Int32 = 0
+        let result = waitpid(pid, &status, WNOHANG)
+        if result == pid { return (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f) }
+        if result == -1 { return -1 }  // not our child any more (reaped already)
+        return nil
+    }
+
+    /// Waits up to `timeout` for the process to end; returns its exit status, or nil if it still runs.
+    @discardableResult
+    public func wait(timeout: Duration) async -> Int32? {
+        let deadline = ContinuousClock.now + timeout
+        while true {
+            if let status = exitStatus() { return status }
+            if ContinuousClock.now >= deadline { return nil }
+            try? await Task.sleep(for: .milliseconds(20))
+        }
+    }
+
+    /// SIGTERM, then SIGKILL if it has not ended within `grace`.
+    public func stop(grace: Duration = .seconds(10)) async {
+        signal(SIGTERM)
+        if await wait(timeout: grace) == nil {
+            signal(SIGKILL)
+            await wait(timeout: .seconds(5))
+        }
+    }
+
+    /// SIGKILL: no shutdown, no cleanup, as a crash.
+    public func kill9() async {
+        signal(SIGKILL)
+        await wait(timeout: .seconds(5))
+    }
+
+    /// User + system CPU seconds so far (Linux /proc), counting reaped children too.
+    public func cpuSeconds() -> Double? {
+        ProcessCPU.seconds(pid: pid, includeChildren: true)
+    }
+
+    /// The last lines of the log, for error messages.
+    public func logTail(lines: Int = 10) -> String {
+        let text = (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? ""
+        return text.split(separator: "\n").suffix(lines).joined(separator: "\n")
+    }
+}
+
+/// CPU time of processes, from /proc.
+public enum ProcessCPU {
+    static let ticksPerSecond = Double(sysconf(Int32(_SC_CLK_TCK)))
+
+    /// utime + stime (+ cutime + cstime), in seconds; nil when the process is gone or /proc is missing.
+    public static func seconds(pid: pid_t, includeChildren: Bool) -> Double? {
+        guard let fields = statFields(pid) else { return nil }
+        // fields after the command: index 0 = state (field 3); utime is field 14 -> index 11
+        guard fields.count > 14, let utime = Double(fields[11]), let stime = Double(fields[12]),
+              let cutime = Double(fields[13]), let cstime = Double(fields[14])
+        else { return nil }
+        return (utime + stime + (includeChildren ? cutime + cstime : 0)) / ticksPerSecond
+    }
+
+    /// A process and its live children: their own CPU, plus what reaped children of the parent used.
+    public static func treeSeconds(root: pid_t) -> Double? {
+        guard var total = seconds(pid: root, includeChildren: true) else { return nil }
+        let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
+        for entry in entries {
+            guard let pid = pid_t(entry), pid != root, let fields = statFields(pid), fields.count > 1, pid_t(fields[1]) == root else { continue }
+            total += seconds(pid: pid, includeChildren: false) ?? 0
+        }
+        return total
+    }
+
+    /// /proc/PID/stat after the command name: field 3 (state) onward.
+    static func statFields(_ pid: pid_t) -> [String]? {
+        guard let text = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+              let close = text.lastIndex(of: ")")
+        else { return nil }
+        return text[text.index(after: close)...].split(separator: " ").map(String.init)
+    }
+}
+
+public struct LaunchError: Error, CustomStringConvertible, Sendable {
+    public var description: String
+    public init(_ description: String) { self.description = description }
+}

@@ -1,0 +1,206 @@
+@testable import DTXCoordinator
+import DTXBench
+import DTXHTTP
+import DTXPostgres
+import DTXProtocol
+import Foundation
+import Logging
+import Testing
+
+/// The `dtx` executable built next to the test bundle.
+func dtxExecutable() throws -> String {
+    let folder = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+    let path = folder.appendingPathComponent("dtx").path
+    guard FileManager.default.isExecutableFile(atPath: path) else {
+        struct Missing: Error, CustomStringConvertible { var description: String }
+        throw Missing(description: "\(path) is missing: build it first (swift build)")
+    }
+    return path
+}
+
+/// A coordinator as its own process, so that it can be killed with SIGKILL.
+func startCoordinatorProcess(
+    database: DatabaseURL, participants: [(String, String)], instance: String, port: Int, extra: [String] = []
+) async throws -> ChildProcess {
+    var arguments = ["coordinator", "--port", "\(port)", "--database-url", database.urlString, "--instance-id", instance,
+                     "--branch-timeout", "2s", "--global-timeout", "4s", "--lease", "8s", "--response-wait", "4s",
+                     "--recovery-interval", "100ms", "--initial-backoff", "20ms", "--max-backoff", "300ms",
+                     "--parent-pid", "\(getpid())", "--log-level", "warning"]
+    for (name, url) in participants { arguments += ["--participant", "\(name)=\(url)"] }
+    let log = "/tmp/dtx-test-\(getpid())-\(instance)-\(port).log"
+    let process = try ChildProcess.spawn(name: instance, executable: try dtxExecutable(), arguments: arguments + extra, logPath: log)
+    let client = ServiceClient()
+    defer { Task { try? await client.shutdown() } }
+    try await eventually("coordinator \(instance) answers /health") {
+        if let status = process.exitStatus() { throw LaunchError("coordinator exited with \(status): \(process.logTail())") }
+        return try await client.get("http://127.0.0.1:\(port)/health", timeout: .seconds(1)).status == 200
+    }
+    return process
+}
+
+@Suite("Coordinator crashes (SIGKILL) and takeover", .serialized)
+struct CrashRecoveryTests {
+    enum KillPoint: String, CaseIterable, Sendable {
+        /// after the commit point was logged, while the second phase waits on ServiceB
+        case afterCommitPoint
+        /// after every first-phase call was applied, before the decision was logged
+        case beforeDecision
+    }
+
+    @Test("killed, then restarted: every transaction reaches a consistent outcome", arguments: Mode.allCases, KillPoint.allCases)
+    func killAndRestart(mode: Mode, point: KillPoint) async throws {
+        let proxyClient = ServiceClient()
+        let box = FlakyProxyBox()
+        var proxyService: RunningService?
+        try await withCleanup {
+            try await CoordinatorFixture.with(startCoordinator: false) { f in
+                let flaky = FlakyProxy(target: f.serviceB.service.url)
+                await box.set(flaky)
+                proxyService = try await flaky.start(client: proxyClient)
+                let participants = [("ServiceA", f.serviceA.service.url), ("ServiceB", proxyService!.url)]
+                let port = try EmbeddedPostgres.freePort()
+                let held: Set<String> = point == .afterCommitPoint
+                    ? ["/tcc/confirm", "/saga/confirm", "/xa/commit"]
+                    : ["/tcc/try", "/saga/reserve", "/xa/prepare"]
+                await flaky.hold(held)
+                var coordinator = try await startCoordinatorProcess(database: f.coordinatorDatabase, participants: participants, instance: "c1", port: port)
+                let client = f.client
+                let request = Task {
+                    try? await client.post("http://127.0.0.1:\(port)/v1/transactions", json: TransactionRequest(mode: mode, productId: 1, quantity: 10), timeout: .seconds(30))
+                }
+                switch point {
+                case .afterCommitPoint:
+                    try await eventually("the commit point is logged") {
+                        let phase = try await scalar(f.coordinatorDatabase, "SELECT count(*) FROM worker_events WHERE phase IN ('confirm_pending', 'confirm', 'commit') AND status = 'pending'")
+                        let heldNow = await flaky.heldCalls
+                        return phase == 1 && heldNow >= 1
+                    }
+                case .beforeDecision:
+                    try await eventually("ServiceB applied its first-phase call") { await flaky.heldCalls >= 1 }
+                    #expect(try await scalar(f.coordinatorDatabase, "SELECT count(*) FROM worker_events WHERE phase IN ('try', 'reserve', 'prepare')") == 1)
+                }
+                await coordinator.kill9()
+                _ = await request.value
+                await flaky.release()
+                await flaky.hold([])
+
+                coordinator = try await startCoordinatorProcess(database: f.coordinatorDatabase, participants: participants, instance: "c1", port: port)
+                try await eventually("the restarted coordinator finishes the transaction", timeout: .seconds(60)) {
+                    try await scalar(f.coordinatorDatabase, "SELECT count(*) FROM worker_events WHERE status = 'pending' OR (status = 'failed' AND mode = 'saga')") == 0
+                }
+                let final = try await scalar(f.coordinatorDatabase, "SELECT count(*) FROM worker_events WHERE status = 'completed'")
+                if point == .afterCommitPoint { #expect(final == 1, "after the commit point only forward") }
+                try await f.expectConsistent()
+                await coordinator.stop()
+            }
+        } cleanup: {
+            await proxyService?.stop()
+            try? await proxyClient.shutdown()
+        }
+    }
+
+    @Test("two coordinators on one database, one killed mid-run: the other finishes its work")
+    func takeover() async throws {
+        let proxyClient = ServiceClient()
+        var proxyService: RunningService?
+        try await withCleanup {
+            try await CoordinatorFixture.with(startCoordinator: false) { f in
+                let flaky = FlakyProxy(target: f.serviceB.service.url)
+                proxyService = try await flaky.start(client: proxyClient)
+                let participants = [("ServiceA", f.serviceA.service.url), ("ServiceB", proxyService!.url)]
+                let (port1, port2) = (try EmbeddedPostgres.freePort(), try EmbeddedPostgres.freePort())
+                let c1 = try await startCoordinatorProcess(database: f.coordinatorDatabase, participants: participants, instance: "c1", port: port1)
+                let c2 = try await startCoordinatorProcess(database: f.coordinatorDatabase, participants: participants, instance: "c2", port: port2)
+                // hold ServiceB's second-phase answers so that c1 has work in flight when it dies
+                await flaky.hold(["/tcc/confirm", "/saga/confirm", "/xa/commit", "/tcc/cancel", "/saga/cancel", "/xa/rollback"])
+                let client = f.client
+                let requests = Task {
+                    await withTaskGroup(of: Void.self) { group in
+                        for index in 0..<12 {
+                            let mode = Mode.allCases[index % 3]
+                            group.addTask {
+                                _ = try? await client.post("http://127.0.0.1:\(port1)/v1/transactions", json: TransactionRequest(mode: mode, productId: 1, quantity: 3), timeout: .seconds(30))
+                            }
+                        }
+                    }
+                }
+                try await eventually("c1 has transactions past their commit point") {
+                    try await scalar(f.coordinatorDatabase, "SELECT count(*) FROM worker_events WHERE lease_owner = 'c1' AND phase IN ('confirm_pending', 'confirm', 'commit')") >= 3
+                }
+                await c1.kill9()
+                await requests.value
+                await flaky.release()
+                await flaky.hold([])
+                try await eventually("c2 takes over every transaction when c1's leases end", timeout: .seconds(60)) {
+                    try await scalar(f.coordinatorDatabase, "SELECT count(*) FROM worker_events WHERE status = 'pending' OR (status = 'failed' AND mode = 'saga')") == 0
+                }
+                #expect(try await scalar(f.coordinatorDatabase, "SELECT count(*) FROM worker_events") == 12)
+                #expect(try await scalar(f.coordinatorDatabase, "SELECT count(*) FROM worker_events WHERE status = 'completed'") >= 3)
+                try await f.expectConsistent()
+                await c2.stop()
+            }
+        } cleanup: {
+            await proxyService?.stop()
+            try? await proxyClient.shutdown()
+        }
+    }
+
+    @Test("claims are exclusive: two coordinators claiming at once never get the same transaction")
+    func exclusiveClaims() async throws {
+        let database = try await TestPostgres.shared.newDatabase("claims")
+        try await withDatabase(database) { connection in
+            _ = try await Migrator.migrate(.coordinator, connection: connection, logger: TestPostgres.logger)
+            try await connection.query(
+                """
+                INSERT INTO worker_events (status, mode, phase, request, branches, deadline_at)
+                SELECT 'pending', 'tcc', 'confirm_pending', '{}'::jsonb, '[]'::jsonb, now() FROM generate_series(1, 200)
+                """,
+                logger: TestPostgres.logger
+            )
+        }
+        let postgres = PostgresClientRunner(url: database)
+        try await postgres.run { client in
+            let one = TransactionLog(client: client, owner: "one", leaseSeconds: 30, logger: TestPostgres.logger)
+            let two = TransactionLog(client: client, owner: "two", leaseSeconds: 30, logger: TestPostgres.logger)
+            var claimedByOne: [Int64] = []
+            var claimedByTwo: [Int64] = []
+            var heldByTwo: GlobalTransaction?
+            for _ in 0..<10 {
+                async let a = one.claim(limit: 15)
+                async let b = two.claim(limit: 15)
+                let (x, y) = try await (a, b)
+                claimedByOne += x.map(\.id)
+                claimedByTwo += y.map(\.id)
+                heldByTwo = heldByTwo ?? y.first
+            }
+            #expect(Set(claimedByOne).isDisjoint(with: Set(claimedByTwo)))
+            #expect(claimedByOne.count + claimedByTwo.count == 200)
+            // writes are fenced by the lease: coordinator one cannot move a transaction that two holds
+            var transaction = try #require(heldByTwo)
+            transaction.status = .completed
+            await #expect(throws: TransactionLog.LeaseLost.self) { try await one.record(transaction) }
+            try await two.record(transaction)
+        }
+    }
+}
+
+import PostgresNIO
+
+/// Runs a PostgresClient for the duration of `body`.
+struct PostgresClientRunner {
+    let url: DatabaseURL
+
+    func run(_ body: (PostgresClient) async throws -> Void) async throws {
+        let client = PostgresClient(configuration: try url.clientConfiguration(maximumConnections: 10), backgroundLogger: TestPostgres.logger)
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { await client.run() }
+            do {
+                try await body(client)
+            } catch {
+                group.cancelAll()
+                throw error
+            }
+            group.cancelAll()
+        }
+    }
+}
