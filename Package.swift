@@ -34,6 +34,7 @@ let package = Package(
             resources: [
                 .embedInCode("SQL/participant/001_participant_schema.sql"),
                 .embedInCode("SQL/participant/002_participant_seed.sql"),
+                .embedInCode("SQL/participant/003_participant_initial_stock.sql"),
                 .embedInCode("SQL/coordinator/001_coordinator_schema.sql"),
             ]
         ),

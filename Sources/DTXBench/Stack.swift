@@ -2,6 +2,11 @@ import DTXHTTP
 import DTXPostgres
 import Foundation
 import Logging
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// ServiceA, ServiceB and a coordinator as separate `dtx` processes: what the demo and the benchmark run.
 public actor Stack {
@@ -18,6 +23,8 @@ public actor Stack {
         public var participantArguments: [String: [String]] = [:]
         public var coordinatorArguments: [String] = []
         public var logLevel = "warning"
+        /// Start the services without tying them to this process (they outlive it).
+        public var keepRunning = false
 
         public init(executable: String, logDirectory: String, serviceA: DatabaseURL, serviceB: DatabaseURL, coordinatorDatabase: DatabaseURL) {
             self.executable = executable
@@ -30,7 +37,16 @@ public actor Stack {
 
     public let configuration: Configuration
     public private(set) var ports: [String: Int] = [:]
-    public private(set) var processes: [String: ChildProcess] = [:]
+    public private(set) var processes: [String: ChildProcess] = [:] {
+        didSet { pids.withLock { $0 = processes.values.map(\.pid) } }
+    }
+    /// The pids, readable without the actor (from a signal handler).
+    private let pids = Mutex<[pid_t]>([])
+
+    /// SIGTERM to every service, now, without waiting: for a Ctrl-C handler.
+    public nonisolated func terminateNow() {
+        for pid in pids.withLock({ $0 }) { Glibc.kill(pid, SIGTERM) }
+    }
     let client: ServiceClient
 
     public static let participantNames = ["ServiceA", "ServiceB"]
@@ -57,7 +73,7 @@ public actor Stack {
     /// Starts one service (again) on its port, and waits for its /health.
     public func startService(_ name: String) async throws {
         var arguments: [String]
-        let parent = ["--parent-pid", "\(getpid())", "--log-level", configuration.logLevel]
+        let parent = (configuration.keepRunning ? [] : ["--parent-pid", "\(getpid())"]) + ["--log-level", configuration.logLevel]
         if name == Self.coordinatorName {
             arguments = ["coordinator", "--port", "\(ports[name]!)", "--database-url", configuration.coordinatorDatabase.urlString,
                          "--instance-id", "coordinator-1"]

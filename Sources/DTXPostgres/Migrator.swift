@@ -19,6 +19,10 @@ public enum Schema: String, Sendable, CaseIterable {
             return [
                 Migration(version: "001_participant_schema.sql", sql: String(decoding: PackageResources._01_participant_schema_sql, as: UTF8.self)),
                 Migration(version: "002_participant_seed.sql", sql: String(decoding: PackageResources._02_participant_seed_sql, as: UTF8.self)),
+                Migration(
+                    version: "003_participant_initial_stock.sql",
+                    sql: String(decoding: PackageResources._03_participant_initial_stock_sql, as: UTF8.self)
+                ),
             ]
         case .coordinator:
             return [
