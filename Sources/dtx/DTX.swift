@@ -7,7 +7,7 @@ struct DTX: AsyncParsableCommand {
         abstract: "Distributed transactions between HTTP services on PostgreSQL: TCC, Saga and XA, and a benchmark of the three.",
         subcommands: [
             Demo.self, PostgresCommand.self, ParticipantCommand.self, CoordinatorCommand.self,
-            RunCommand.self, StatusCommand.self, ListCommand.self,
+            RunCommand.self, StatusCommand.self, ListCommand.self, VerifyCommand.self, BenchCommand.self, ReportCommand.self,
         ]
     )
 }
