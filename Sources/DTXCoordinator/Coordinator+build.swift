@@ -149,7 +149,10 @@ struct CoordinatorRoutes: Sendable {
             logger.error("log write failed while driving: the recovery loop will resume it", metadata: ["dtx.error": "\(error)"])
             throw ProtocolError(.databaseUnavailable, "worker_event \(transaction.id): the coordinator cannot write its log: \(error.postgresMessage)")
         }
-        return try await answer(id: driven.id, accepted: !driven.isFinal)
+        // built from what was just written: no second read of the log on the hot path
+        let view = driven.view
+        if !driven.isFinal { return try .wire(view, status: .accepted) }
+        return try .wire(view, status: driven.status == .completed ? .ok : .conflict)
     }
 
     /// 200 completed; 409 failed or compensated, with the reason; 202 when the outcome is decided but the second

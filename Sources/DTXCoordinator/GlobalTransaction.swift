@@ -43,3 +43,16 @@ public struct GlobalTransaction: Sendable {
 
     public var isFinal: Bool { status.isFinal(for: mode) }
 }
+
+extension GlobalTransaction {
+    /// The wire form, as `GET /v1/transactions/{id}` would show it right after the last write.
+    var view: TransactionView {
+        let formatter = ISO8601DateFormatter()
+        formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        return TransactionView(
+            id: id, mode: mode, status: status, phase: phase.rawValue, decision: phase.decision, errorMessage: errorMessage,
+            branches: branches, attempts: attempts, createdAt: formatter.string(from: createdAt), updatedAt: formatter.string(from: Date()),
+            nextRetryAt: nil
+        )
+    }
+}

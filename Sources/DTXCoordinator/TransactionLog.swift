@@ -41,11 +41,14 @@ public struct TransactionLog: Sendable {
     }
 
     /// Writes the transaction's status, phase, error and branches, and renews the lease.
+    ///
+    /// The write that makes a transaction final does not wait for its WAL flush (`synchronous_commit = off`): if a
+    /// crash loses it, the transaction is found in its second phase again and driven to the same end (every
+    /// participant call is idempotent). The writes before it (the start, the decision) are durable.
     func record(_ transaction: GlobalTransaction) async throws {
         let branchesJSON = String(decoding: try WireJSON.encoder().encode(transaction.branches), as: UTF8.self)
         let keepLease = !transaction.isFinal
-        let updated = try await client.query(
-            """
+        let update: PostgresQuery = """
             UPDATE worker_events
             SET status = \(transaction.status.rawValue), phase = \(transaction.phase.rawValue),
                 error_message = \(transaction.errorMessage), branches = \(branchesJSON)::jsonb, updated_at = now(),
@@ -53,9 +56,16 @@ public struct TransactionLog: Sendable {
                 lease_expires_at = CASE WHEN \(keepLease) THEN now() + make_interval(secs => \(leaseSeconds)) END
             WHERE id = \(transaction.id) AND lease_owner = \(owner)
             RETURNING 1
-            """,
-            logger: logger
-        ).count()
+            """
+        let updated: Int
+        if transaction.isFinal {
+            updated = try await client.transaction(logger: logger) { connection in
+                try await connection.query("SELECT set_config('synchronous_commit', 'off', true)", logger: logger)
+                return try await connection.query(update, logger: logger).count()
+            }
+        } else {
+            updated = try await client.query(update, logger: logger).count()
+        }
         guard updated == 1 else { throw LeaseLost(id: transaction.id) }
     }
 

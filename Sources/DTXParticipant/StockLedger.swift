@@ -26,16 +26,27 @@ public struct StockLedger: Sendable {
         self.logger = logger
     }
 
-    var lockTimeoutSQL: PostgresQuery {
-        let ms = lockTimeout.components.seconds * 1000 + lockTimeout.components.attoseconds / 1_000_000_000_000_000
-        return PostgresQuery(unsafeSQL: "SET LOCAL lock_timeout = '\(max(ms, 1))ms'")
+    var lockTimeoutSQL: PostgresQuery { settingsSQL(durable: true) }
+
+    /// `lock_timeout` for this transaction, and for a second-phase operation `synchronous_commit = off`, in one
+    /// round trip.
+    ///
+    /// Why a second-phase operation (confirm, finalize, cancel, compensate) need not wait for its WAL flush: if the
+    /// machine crashes and loses it, the row is back in `try`, and both the coordinator (which retries until it has
+    /// logged the transaction final) and this participant's reconciler (which asks the coordinator about stale `try`
+    /// rows) apply it again. A first-phase operation must be durable before it answers: the coordinator decides on it.
+    func settingsSQL(durable: Bool) -> PostgresQuery {
+        let ms = max(lockTimeout.components.seconds * 1000 + lockTimeout.components.attoseconds / 1_000_000_000_000_000, 1)
+        return durable
+            ? PostgresQuery(unsafeSQL: "SELECT set_config('lock_timeout', '\(ms)ms', true)")
+            : PostgresQuery(unsafeSQL: "SELECT set_config('lock_timeout', '\(ms)ms', true), set_config('synchronous_commit', 'off', true)")
     }
 
     /// One local transaction with `lock_timeout` set; a lock wait past it becomes a 503 the caller retries.
-    func transaction<Result: Sendable>(_ body: (PostgresConnection) async throws -> Result) async throws -> Result {
+    func transaction<Result: Sendable>(durable: Bool = true, _ body: (PostgresConnection) async throws -> Result) async throws -> Result {
         do {
             return try await client.transaction(logger: logger) { connection in
-                try await connection.query(lockTimeoutSQL, logger: logger)
+                try await connection.query(settingsSQL(durable: durable), logger: logger)
                 return try await body(connection)
             }
         } catch {
@@ -150,7 +161,7 @@ public struct StockLedger: Sendable {
 
     /// Moves the row from `from` to `to`; `done` are the states that mean the move has happened already.
     func advance(_ request: BranchRequest, op: BranchOperation, from: RowStatus, to: RowStatus, done: Set<RowStatus>) async throws -> BranchResponse {
-        try await transaction { connection in
+        try await transaction(durable: false) { connection in
             let inserted = try await barrier(connection, request, op)
             guard let row = try await row(connection, request) else {
                 throw ProtocolError(.branchNotTried, "branch \(request.workerEventId)/\(request.productId) has no row at \(service): it was never tried")
@@ -172,7 +183,7 @@ public struct StockLedger: Sendable {
     /// `undoable`: the row states this undo may reverse; a row in another state is refused (409).
     func undo(_ request: BranchRequest, op: BranchOperation, undoable: Set<RowStatus>, to: RowStatus) async throws -> BranchResponse {
         guard let origin = op.origin else { preconditionFailure("\(op) is not an undo") }
-        return try await transaction { connection in
+        return try await transaction(durable: false) { connection in
             let originIsNew = try await barrier(connection, request, origin)
             let opIsNew = try await barrier(connection, request, op)
             let row = try await row(connection, request)

@@ -87,7 +87,7 @@ struct CoordinatorTests {
 
     @Test("a participant down for a while comes back: the transaction completes", arguments: Mode.allCases)
     func participantDownThenBack(mode: Mode) async throws {
-        try await CoordinatorFixture.with(configure: { $0.timing.globalTimeout = .seconds(8); $0.timing.leaseDuration = .seconds(12); $0.timing.responseWait = .seconds(8) }) { f in
+        try await CoordinatorFixture.with { f in
             let port = f.serviceB.service.port
             await f.serviceB.service.stop()
             async let answer = f.post(TransactionRequest(mode: mode, productId: 1, quantity: 10))
@@ -104,7 +104,7 @@ struct CoordinatorTests {
 
     @Test("a participant down past the global timeout: aborted, nothing lost", arguments: Mode.allCases)
     func participantDownTooLong(mode: Mode) async throws {
-        try await CoordinatorFixture.with { f in
+        try await CoordinatorFixture.with(configure: { $0.timing.globalTimeout = .seconds(2); $0.timing.responseWait = .seconds(2) }) { f in
             let port = f.serviceB.service.port
             await f.serviceB.service.stop()
             let reply = try await f.post(TransactionRequest(mode: mode, productId: 1, quantity: 10))

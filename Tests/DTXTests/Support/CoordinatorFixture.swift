@@ -8,16 +8,17 @@ import Hummingbird
 import PostgresNIO
 import Testing
 
-/// Short timeouts so that retries and aborts happen within a test's time.
+/// Quick retries, and timeouts long enough for a loaded 2-core machine running the tests in parallel; tests that
+/// need an abort by timeout set their own.
 func testTiming() -> CoordinatorConfiguration.Timing {
     var timing = CoordinatorConfiguration.Timing()
-    timing.branchTimeout = .seconds(1)
-    timing.globalTimeout = .seconds(3)
+    timing.branchTimeout = .seconds(3)
+    timing.globalTimeout = .seconds(8)
     timing.initialBackoff = .milliseconds(20)
     timing.maxBackoff = .milliseconds(300)
     timing.recoveryInterval = .milliseconds(100)
-    timing.leaseDuration = .seconds(6)
-    timing.responseWait = .seconds(3)
+    timing.leaseDuration = .seconds(15)
+    timing.responseWait = .seconds(8)
     return timing
 }
 

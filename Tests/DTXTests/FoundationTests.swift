@@ -1,0 +1,127 @@
+import DTXPostgres
+import Foundation
+import PostgresNIO
+import Testing
+
+@Suite("Schema, migrations, URLs")
+struct FoundationTests {
+    @Test("migrations apply twice, also from two connections at once, each file once")
+    func migrationsTwice() async throws {
+        for schema in Schema.allCases {
+            let database = try await TestPostgres.shared.newDatabase("migrate")
+            async let first = withDatabase(database) { try await Migrator.migrate(schema, connection: $0, logger: TestPostgres.logger) }
+            async let second = withDatabase(database) { try await Migrator.migrate(schema, connection: $0, logger: TestPostgres.logger) }
+            let (a, b) = try await (first, second)
+            #expect(a.count + b.count == schema.migrations.count, "each file applied exactly once")
+            let again = try await withDatabase(database) { try await Migrator.migrate(schema, connection: $0, logger: TestPostgres.logger) }
+            #expect(again.isEmpty)
+            #expect(try await scalar(database, "SELECT count(*) FROM schema_migrations") == Int64(schema.migrations.count))
+        }
+    }
+
+    @Test("participant schema: documented tables, status words, seed data, stock never negative")
+    func participantSchema() async throws {
+        let database = try await TestPostgres.shared.newDatabase("schema")
+        try await withDatabase(database) { connection in
+            try await Migrator.migrate(.participant, connection: connection, logger: TestPostgres.logger)
+        }
+        #expect(try await scalar(database, "SELECT stock FROM products WHERE name = 'ProductA'") == 100)
+        #expect(try await scalar(database, "SELECT stock FROM products WHERE name = 'ProductB'") == 200)
+        for status in ["try", "confirm_pending", "confirm", "cancel", "compensated"] {
+            #expect(try await scalar(database, """
+                WITH r AS (INSERT INTO transactions (service, product_id, quantity, status, worker_event_id, mode)
+                VALUES ('ServiceA', 1, 1, \(status), (random() * 1e9)::bigint, 'tcc') RETURNING 1) SELECT count(*) FROM r
+                """) == 1, "\(status)")
+        }
+        await #expect(throws: (any Error).self, "an unknown status word") {
+            _ = try await scalar(database, "INSERT INTO transactions (service, product_id, quantity, status, worker_event_id, mode) VALUES ('ServiceA', 1, 1, 'done', 5, 'tcc') RETURNING id")
+        }
+        do {
+            _ = try await scalar(database, "UPDATE products SET stock = -1 WHERE id = 1 RETURNING stock")
+            Issue.record("negative stock was accepted")
+        } catch {
+            #expect(error.sqlState == SQLState.checkViolation.rawValue)
+        }
+        #expect(try await scalar(database, "SELECT count(*) FROM information_schema.tables WHERE table_name IN ('products', 'transactions', 'barrier')") == 3)
+    }
+
+    @Test("coordinator schema: worker_events takes every documented status, compensated included")
+    func coordinatorSchema() async throws {
+        let database = try await TestPostgres.shared.newDatabase("schema")
+        try await withDatabase(database) { connection in
+            try await Migrator.migrate(.coordinator, connection: connection, logger: TestPostgres.logger)
+        }
+        for status in ["pending", "completed", "failed", "compensated"] {
+            #expect(try await scalar(database, """
+                WITH r AS (INSERT INTO worker_events (status, mode, phase, request, branches, deadline_at)
+                VALUES (\(status), 'saga', 'compensate', '{}', '[]', now()) RETURNING 1) SELECT count(*) FROM r
+                """) == 1, "\(status)")
+        }
+        await #expect(throws: (any Error).self) {
+            _ = try await scalar(database, "INSERT INTO worker_events (status, mode, phase, request, branches, deadline_at) VALUES ('done', 'saga', 'reserve', '{}', '[]', now()) RETURNING id")
+        }
+    }
+
+    @Test("the sql/ files apply with psql -v ON_ERROR_STOP=1 -f, twice")
+    func psqlApplies() async throws {
+        guard Command.which("psql") != nil else { return }  // the client is optional on a machine; CI has it
+        let database = try await TestPostgres.shared.newDatabase("psql")
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        for file in ["participant/001_participant_schema.sql", "participant/002_participant_seed.sql", "participant/003_participant_initial_stock.sql"] {
+            for _ in 0..<2 {
+                try Command.run(["psql", "-v", "ON_ERROR_STOP=1", "-q", "-d", database.urlString, "-f", root.appendingPathComponent("sql/\(file)").path])
+            }
+        }
+        #expect(try await scalar(database, "SELECT count(*) FROM products") == 2)
+    }
+
+    @Test("database URLs: the accepted forms, and a one-line reason for a bad one")
+    func urls() throws {
+        let tcp = try DatabaseURL("postgres://app:p%40ss@db.example:6543/stock?sslmode=require")
+        #expect(tcp.endpoint == .tcp(host: "db.example", port: 6543))
+        #expect(tcp.username == "app")
+        #expect(tcp.password == "p@ss")
+        #expect(tcp.database == "stock")
+        #expect(tcp.sslMode == .require)
+        #expect(!tcp.description.contains("p@ss"))
+        let socket = try DatabaseURL("postgresql://postgres@/dtx_service_a?host=/var/run/postgresql")
+        #expect(socket.endpoint == .unixSocket(path: "/var/run/postgresql/.s.PGSQL.5432"))
+        #expect(try DatabaseURL(socket.urlString) == socket)
+        #expect(try DatabaseURL("postgres://u@[::1]/d").endpoint == .tcp(host: "::1", port: 5432))
+        for (bad, reason) in [
+            ("mysql://u@h/d", "scheme"), ("postgres://u@h:99999/d", "port"), ("postgres://u@h:5432", "database name is missing"),
+            ("localhost:5432/d", "postgres://"), ("postgres://u@h/d?sslmode=maybe", "sslmode"),
+        ] {
+            #expect(throws: DatabaseURLError.self) { try DatabaseURL(bad) }
+            do { _ = try DatabaseURL(bad) } catch { #expect("\(error)".contains(reason), "\(bad): \(error)") ; #expect(!"\(error)".contains("\n")) }
+        }
+    }
+
+    @Test("an unreachable server gets a one-line message")
+    func unreachable() async throws {
+        let url = try DatabaseURL("postgres://postgres@127.0.0.1:\(try EmbeddedPostgres.freePort())/nothing")
+        do {
+            try await url.checkReachable(logger: TestPostgres.logger)
+            Issue.record("no error")
+        } catch let error as DatabaseUnreachable {
+            #expect("\(error)".hasPrefix("cannot use PostgreSQL at postgres://postgres@127.0.0.1:"))
+            #expect(!"\(error)".contains("\n"))
+        }
+    }
+
+    @Test("SQL scripts split like psql: quotes, comments, dollar quoting")
+    func scriptSplitter() {
+        let script = """
+            -- a comment; with a semicolon
+            CREATE TABLE a (x text DEFAULT 'a;b');
+            /* block; comment */ INSERT INTO a VALUES ('it''s; fine');
+            CREATE FUNCTION f() RETURNS int LANGUAGE sql AS $$ SELECT 1; $$;
+            CREATE FUNCTION g() RETURNS int LANGUAGE plpgsql AS $body$ BEGIN RETURN 2; END; $body$
+            """
+        let statements = SQLScript.statements(in: script)
+        #expect(statements.count == 4)
+        #expect(statements[0] == "CREATE TABLE a (x text DEFAULT 'a;b')")
+        #expect(statements[2].contains("$$ SELECT 1; $$"))
+        #expect(statements[3].hasSuffix("$body$ BEGIN RETURN 2; END; $body$"))
+    }
+}
