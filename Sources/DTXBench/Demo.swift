@@ -4,6 +4,7 @@ import DTXProtocol
 import Foundation
 import Logging
 import PostgresNIO
+import Synchronization
 
 /// `dtx demo`: a throwaway PostgreSQL, ServiceA, ServiceB and a coordinator as separate processes; one completed
 /// and one refused transaction per mode, with what each service shows; then a short load per mode.
@@ -194,8 +195,8 @@ public final class CleanupList: Sendable {
     }
 }
 
-import Synchronization
 
-func pad(_ text: String, _ width: Int) -> String {
+/// `text` left-aligned in a column of `width` characters (at least one space after it).
+public func pad(_ text: String, _ width: Int) -> String {
     text.count >= width ? text + " " : text + String(repeating: " ", count: width - text.count)
 }

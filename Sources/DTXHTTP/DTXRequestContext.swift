@@ -1,5 +1,7 @@
 import DTXProtocol
+import Foundation
 import Hummingbird
+import NIOFoundationCompat
 
 /// The request context of every dtx service: bodies over 64 KiB are refused with 413.
 public struct DTXRequestContext: RequestContext {
@@ -49,5 +51,3 @@ extension Response {
     }
 }
 
-import Foundation
-import NIOFoundationCompat

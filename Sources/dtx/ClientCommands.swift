@@ -1,4 +1,5 @@
 import ArgumentParser
+import DTXBench
 import DTXHTTP
 import DTXProtocol
 import Foundation
@@ -97,10 +98,6 @@ func printTransaction(_ view: TransactionView) {
         print("  " + pad(branch.participant, 12) + pad("product \(branch.productId)", 12) + pad("qty \(branch.quantity)", 10)
             + pad(branch.state.rawValue, 17) + "attempts \(branch.attempts)" + (branch.lastError.map { "  last error: \($0)" } ?? ""))
     }
-}
-
-func pad(_ text: String, _ width: Int) -> String {
-    text.count >= width ? text + " " : text + String(repeating: " ", count: width - text.count)
 }
 
 func printError(_ message: String) {

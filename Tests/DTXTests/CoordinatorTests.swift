@@ -92,7 +92,7 @@ struct CoordinatorTests {
             await f.serviceB.service.stop()
             async let answer = f.post(TransactionRequest(mode: mode, productId: 1, quantity: 10))
             try await Task.sleep(for: .seconds(1))  // down for a while: the coordinator keeps retrying meanwhile
-            let restarted = try await ParticipantFixture.Parts.start("ServiceB", database: f.serviceB.database, port: port)
+            let restarted = try await ParticipantFixture.Parts.restart("ServiceB", database: f.serviceB.database, port: port)
             let reply = try await answer
             #expect(reply.status == 200)
             #expect(try reply.decode(TransactionView.self).status == .completed)
@@ -113,7 +113,7 @@ struct CoordinatorTests {
             let view = try reply.decode(TransactionView.self)
             #expect(view.decision == .abort)
             #expect(view.errorMessage?.contains("global timeout") == true)
-            let restarted = try await ParticipantFixture.Parts.start("ServiceB", database: f.serviceB.database, port: port)
+            let restarted = try await ParticipantFixture.Parts.restart("ServiceB", database: f.serviceB.database, port: port)
             try await eventually("the abort reaches ServiceB") {
                 let status = try await f.workerEventStatus(view.id)
                 return status == "failed" && mode != .saga || status == "compensated"

@@ -1,10 +1,11 @@
-@testable import DTXCoordinator
 import DTXBench
+@testable import DTXCoordinator
 import DTXHTTP
 import DTXPostgres
 import DTXProtocol
 import Foundation
 import Logging
+import PostgresNIO
 import Testing
 
 /// The `dtx` executable built next to the test bundle.
@@ -184,7 +185,6 @@ struct CrashRecoveryTests {
     }
 }
 
-import PostgresNIO
 
 /// Runs a PostgresClient for the duration of `body`.
 struct PostgresClientRunner {

@@ -5,6 +5,7 @@ import DTXPostgres
 import DTXProtocol
 import Foundation
 import Hummingbird
+import NIOFoundationCompat
 import PostgresNIO
 import Testing
 
@@ -41,7 +42,9 @@ struct CoordinatorFixture: Sendable {
         _ body: (CoordinatorFixture) async throws -> Void
     ) async throws {
         let a = try await ParticipantFixture.Parts.start("ServiceA")
-        let b = try await ParticipantFixture.Parts.start("ServiceB")
+        // ServiceB gets a port below the ephemeral range, so that a test can stop it and start it again on the same
+        // port without another test's port-0 server taking it meanwhile
+        let b = try await ParticipantFixture.Parts.startOnStablePort("ServiceB")
         let coordinatorDatabase = try await TestPostgres.shared.newDatabase("coordinator")
         let client = ServiceClient()
         var coordinator: RunningService?
@@ -126,6 +129,32 @@ extension ParticipantFixture {
         let database: DatabaseURL
         let service: RunningService
 
+        /// Starts on a random free port from 20000 to 31999 (outside Linux's ephemeral range, 32768-60999).
+        static func startOnStablePort(_ name: String) async throws -> Parts {
+            let database = try await TestPostgres.shared.newDatabase(name.lowercased())
+            var lastError: (any Error)?
+            for _ in 0..<20 {
+                do {
+                    return try await start(name, database: database, port: Int.random(in: 20000..<32000))
+                } catch {
+                    lastError = error  // taken: try another
+                }
+            }
+            throw lastError!
+        }
+
+        /// Starts again on `port`, retrying while the port is still being released.
+        static func restart(_ name: String, database: DatabaseURL, port: Int) async throws -> Parts {
+            let deadline = ContinuousClock.now + .seconds(10)
+            while true {
+                do {
+                    return try await start(name, database: database, port: port)
+                } catch where ContinuousClock.now < deadline {
+                    try await Task.sleep(for: .milliseconds(100))
+                }
+            }
+        }
+
         static func start(_ name: String, database: DatabaseURL? = nil, port: Int = 0, configure: (inout ParticipantConfiguration) -> Void = { _ in }) async throws -> Parts {
             let database = if let database { database } else { try await TestPostgres.shared.newDatabase(name.lowercased()) }
             var configuration = participantConfiguration(name, database)
@@ -202,4 +231,3 @@ actor FlakyProxy {
     }
 }
 
-import NIOFoundationCompat
