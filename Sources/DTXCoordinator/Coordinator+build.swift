@@ -69,13 +69,8 @@ public func buildCoordinator(
     ).add(to: router)
     router.addMetricsRoute(registry)
     let healthLogger = logger
-    router.get("/health") { _, _ -> Response in
-        do {
-            _ = try await withDeadline(.seconds(2)) { try await postgres.query("SELECT 1", logger: healthLogger).count() }
-            return try .wire(["status": "ok", "coordinator": instanceID])
-        } catch {
-            return .error(ProtocolError(.databaseUnavailable, "database not reachable: \(error)"))
-        }
+    router.addHealthRoute(["status": "ok", "coordinator": instanceID]) {
+        _ = try await postgres.query("SELECT 1", logger: healthLogger).count()
     }
 
     let application = Application(

@@ -85,13 +85,8 @@ public func buildParticipant(
     routes.add(to: router)
     router.addMetricsRoute(registry)
     let healthLogger = logger
-    router.get("/health") { _, _ -> Response in
-        do {
-            _ = try await withDeadline(.seconds(2)) { try await postgres.query("SELECT 1", logger: healthLogger).count() }
-            return try .wire(Health(status: "ok", service: configuration.name, xa: xaEnabled))
-        } catch {
-            return .error(ProtocolError(.databaseUnavailable, "database not reachable: \(error)"))
-        }
+    router.addHealthRoute(Health(status: "ok", service: configuration.name, xa: xaEnabled)) {
+        _ = try await postgres.query("SELECT 1", logger: healthLogger).count()
     }
 
     let application = Application(

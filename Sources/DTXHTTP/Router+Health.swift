@@ -1,0 +1,17 @@
+import DTXProtocol
+import Hummingbird
+
+extension Router where Context == DTXRequestContext {
+    /// `GET /health`: `body` with 200 when `check` (a trivial database query) succeeds within 2 s, else 503
+    /// `database_unavailable`. The deadline does not wait for a pool that hangs on a server that is down.
+    public func addHealthRoute<Body: Encodable & Sendable>(_ body: Body, check: @escaping @Sendable () async throws -> Void) {
+        self.get("/health") { _, _ -> Response in
+            do {
+                try await withDeadline(.seconds(2)) { try await check() }
+                return try .wire(body)
+            } catch {
+                return .error(ProtocolError(.databaseUnavailable, "database not reachable: \(error)"))
+            }
+        }
+    }
+}
