@@ -147,21 +147,36 @@ public struct Bench: Sendable {
                         let elapsed = ContinuousClock.now - progressStart
                         say("    \(label): \(String(format: "%.0f", seconds(elapsed))) s, \(done) transactions")
                     }
+                    let coordinatorDatabase = urls.coordinator
                     let crashTask = scenario.crash.map { crash in
-                        Task { () -> Double in
+                        Task { () -> (faultAt: Double, resolvedAt: Double?) in
                             try? await Task.sleep(for: options.warmup + .milliseconds(Int64(crash.atSeconds * 1000)))
+                            let faultTime = Date()
                             let at = seconds(ContinuousClock.now - progressStart)
                             await stack.kill(crash.target)
                             try? await Task.sleep(for: .milliseconds(Int64(crash.downSeconds * 1000)))
                             try? await stack.startService(crash.target)
-                            return at
+                            // resolved: every global transaction begun before the fault has its final outcome (the
+                            // coordinator logs it final only once every branch call of its second phase succeeded)
+                            let deadline = ContinuousClock.now + .seconds(120)
+                            while ContinuousClock.now < deadline {
+                                let open = try? await self.count(
+                                    coordinatorDatabase,
+                                    """
+                                    SELECT count(*) FROM worker_events WHERE created_at <= \(faultTime)
+                                    AND (status = 'pending' OR (status = 'failed' AND mode = 'saga'))
+                                    """
+                                )
+                                if open == 0 { return (at, seconds(ContinuousClock.now - progressStart)) }
+                                try? await Task.sleep(for: .milliseconds(100))
+                            }
+                            return (at, nil)
                         }
                     }
                     let result = await generator.run(target, plan: plan)
-                    let faultAt = await crashTask?.value
+                    let crashOutcome = await crashTask?.value
                     if mode == "direct" { try await settleDirectRows(urls: urls) }
-                    let quiet = await waitForQuiet(verifier, timeout: .seconds(120))
-                    let resolvedAt = seconds(ContinuousClock.now - progressStart)
+                    _ = await waitForQuiet(verifier, timeout: .seconds(120))
                     let violations = try await verifier.check()
                     let cpuAfter = await cpu(stack, postmaster: postmaster)
                     var cpuUsed: [String: Double] = [:]
@@ -179,10 +194,11 @@ public struct Bench: Sendable {
                     runs["\(mode)/\(clients)", default: []].append(run)
                     say(String(format: "    %@: %.0f tx/s, p50 %.1f ms, p99 %.1f ms, invariants %@",
                                label, run.throughput, run.latencyMs.p50, run.latencyMs.p99, violations.isEmpty ? "hold" : "VIOLATED (\(violations.count))"))
-                    if let crash = scenario.crash, let faultAt {
+                    if let crash = scenario.crash, let crashOutcome {
                         recoveries.append(RecoveryTimeline(
                             mode: mode, fault: "\(crash.target) killed (SIGKILL), restarted after \(crash.downSeconds) s",
-                            faultAtSeconds: faultAt, resolvedAtSeconds: quiet ? resolvedAt : nil, recoverySeconds: quiet ? resolvedAt - faultAt : nil,
+                            faultAtSeconds: crashOutcome.faultAt, resolvedAtSeconds: crashOutcome.resolvedAt,
+                            recoverySeconds: crashOutcome.resolvedAt.map { $0 - crashOutcome.faultAt },
                             throughputSamples: result.samples.map { Double($0) / result.sampleSeconds }, sampleSeconds: result.sampleSeconds,
                             invariantsHeld: violations.isEmpty
                         ))

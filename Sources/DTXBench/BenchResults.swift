@@ -215,7 +215,7 @@ public struct RecoveryTimeline: Codable, Sendable {
     public var fault: String
     /// Seconds from the start of the run.
     public var faultAtSeconds: Double
-    /// When every transaction of the run had reached its outcome and the invariants held.
+    /// When every global transaction begun before the fault had reached its final outcome (every branch applied).
     public var resolvedAtSeconds: Double?
     /// resolvedAt - faultAt.
     public var recoverySeconds: Double?

@@ -304,8 +304,8 @@ public enum ReportRenderer {
                 header: ["Mode", "Fault", "Fault at", "Recovery", "Invariants"], alignRight: [2, 3],
                 rows: view.recoveries.map(recoveryValues))
             out.append("")
-            out.append("Recovery: seconds from the fault until every transaction of the run had reached its outcome and the invariants "
-                + "held. Throughput timelines: see \(markdownLink(view.recoveryAnchor))")
+            out.append("Recovery: seconds from the fault (SIGKILL) until every global transaction begun before it had its final outcome "
+                + "(down time included); invariants: the check after the run. Throughput timelines: see \(markdownLink(view.recoveryAnchor))")
         }
         return out
     }
@@ -585,9 +585,9 @@ public enum ReportRenderer {
                 + "<td class=\"num\">\(recovery)</td><td>\(invariantsHTML(timeline.invariantsHeld))</td></tr>")
         }
         out.append("</tbody></table>")
-        out.append("<p class=\"note\">Recovery: seconds from the fault until every transaction of the run had reached its outcome "
-            + "and the invariants held. Below, completed transactions per second over the run; dashed red: the fault; "
-            + "green: resolved.</p>")
+        out.append("<p class=\"note\">Recovery: seconds from the fault (SIGKILL) until every global transaction begun before it "
+            + "had its final outcome (down time included); invariants: the check after the run. Below, completed transactions per "
+            + "second over the run; dashed red: the fault; green: resolved.</p>")
         out.append("<div class=\"timelines\">")
         for timeline in view.recoveries {
             out.append("<figure class=\"timeline\">")
