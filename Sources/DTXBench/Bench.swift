@@ -73,7 +73,7 @@ public struct Bench: Sendable {
         let results = BenchResults(
             environment: environment,
             settings: BenchSettings(
-                repeats: options.repeats, durationSeconds: seconds(options.duration), warmupSeconds: seconds(options.warmup),
+                repeats: options.repeats, durationSeconds: options.duration.inSeconds, warmupSeconds: options.warmup.inSeconds,
                 loop: options.rate == nil ? "closed" : "open", rate: options.rate
             ),
             scenarios: scenarioResults
@@ -145,14 +145,14 @@ public struct Bench: Sendable {
                     let progressStart = ContinuousClock.now
                     let generator = LoadGenerator(client: client, workload: scenario.workload) { done in
                         let elapsed = ContinuousClock.now - progressStart
-                        say("    \(label): \(String(format: "%.0f", seconds(elapsed))) s, \(done) transactions")
+                        say("    \(label): \(String(format: "%.0f", elapsed.inSeconds)) s, \(done) transactions")
                     }
                     let coordinatorDatabase = urls.coordinator
                     let crashTask = scenario.crash.map { crash in
                         Task { () -> (faultAt: Double, resolvedAt: Double?) in
                             try? await Task.sleep(for: options.warmup + .milliseconds(Int64(crash.atSeconds * 1000)))
                             let faultTime = Date()
-                            let at = seconds(ContinuousClock.now - progressStart)
+                            let at = (ContinuousClock.now - progressStart).inSeconds
                             await stack.kill(crash.target)
                             try? await Task.sleep(for: .milliseconds(Int64(crash.downSeconds * 1000)))
                             try? await stack.startService(crash.target)
@@ -167,7 +167,7 @@ public struct Bench: Sendable {
                                     AND (status = 'pending' OR (status = 'failed' AND mode = 'saga'))
                                     """
                                 )
-                                if open == 0 { return (at, seconds(ContinuousClock.now - progressStart)) }
+                                if open == 0 { return (at, (ContinuousClock.now - progressStart).inSeconds) }
                                 try? await Task.sleep(for: .milliseconds(100))
                             }
                             return (at, nil)
@@ -386,6 +386,3 @@ public struct Bench: Sendable {
     }
 }
 
-func seconds(_ duration: Duration) -> Double {
-    Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
-}

@@ -132,8 +132,7 @@ public struct LoadGenerator: Sendable {
                         }
                         guard sendAt >= measureFrom, end <= measureUntil || plan.count != nil else { continue }
                         counters.measured.add(1, ordering: .relaxed)
-                        let micros = (end - sendAt).components
-                        _ = histogram.record(UInt64(max(1, micros.seconds * 1_000_000 + micros.attoseconds / 1_000_000_000_000)))
+                        _ = histogram.record(UInt64(max(1, (end - sendAt).inMicroseconds)))
                         switch answer {
                         case .completed: outcomes.completed += 1
                         case .failed: outcomes.failed += 1
@@ -164,7 +163,7 @@ public struct LoadGenerator: Sendable {
         let measuredEnd = plan.count != nil ? finished : min(finished, measureUntil)
         let measured = measuredEnd - measureFrom
         return LoadResult(
-            measuredSeconds: max(0, Double(measured.components.seconds) + Double(measured.components.attoseconds) / 1e18),
+            measuredSeconds: max(0, measured.inSeconds),
             latency: latency, outcomes: outcomes, samples: samples, sampleSeconds: sampleNanos / 1e9
         )
     }

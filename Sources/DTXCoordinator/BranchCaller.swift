@@ -12,8 +12,8 @@ public struct RetryPolicy: Sendable {
     /// The wait before retry number `attempt` (0-based): `initial * 2^attempt`, capped at `maximum`, then a random
     /// share from 50 % to 100 % of it, so that many retries spread out.
     public func backoff(attempt: Int) -> Duration {
-        let base = seconds(initial) * pow(2, Double(min(attempt, 30)))
-        let capped = min(base, seconds(maximum))
+        let base = initial.inSeconds * pow(2, Double(min(attempt, 30)))
+        let capped = min(base, maximum.inSeconds)
         return .milliseconds(Int64(capped * Double.random(in: 0.5...1.0) * 1000))
     }
 }
@@ -77,7 +77,7 @@ struct BranchCaller: Sendable {
             branch.lastError = "\(op.rawValue): \(reason)"
             let wait = policy.backoff(attempt: attempt)
             attempt += 1
-            guard deadline.timeIntervalSinceNow > seconds(wait) else { return outcome }
+            guard deadline.timeIntervalSinceNow > wait.inSeconds else { return outcome }
             registry.counter("dtx_branch_retries_total", [("op", "\(op.mode.rawValue).\(op.rawValue)")]).increment()
             try? await Task.sleep(for: wait)
         }

@@ -43,7 +43,7 @@ public func buildCoordinator(
         backgroundLogger: logger
     )
     let timing = configuration.timing
-    let log = TransactionLog(client: postgres, owner: instanceID, leaseSeconds: seconds(timing.leaseDuration), logger: logger)
+    let log = TransactionLog(client: postgres, owner: instanceID, leaseSeconds: timing.leaseDuration.inSeconds, logger: logger)
     let client = ServiceClient(configuration: .init(token: configuration.token))
     let registry = PrometheusCollectorRegistry()
     let caller = BranchCaller(

@@ -26,7 +26,7 @@ public struct TransactionLog: Sendable {
     func begin(mode: Mode, request: TransactionRequest, branches: [BranchRecord], globalTimeout: Duration) async throws -> GlobalTransaction {
         let requestJSON = String(decoding: try WireJSON.encoder().encode(request), as: UTF8.self)
         let branchesJSON = String(decoding: try WireJSON.encoder().encode(branches), as: UTF8.self)
-        let timeout = seconds(globalTimeout)
+        let timeout = globalTimeout.inSeconds
         let rows = try await client.query(
             """
             INSERT INTO worker_events (status, mode, phase, request, branches, deadline_at, lease_owner, lease_expires_at)
@@ -76,7 +76,7 @@ public struct TransactionLog: Sendable {
             """
             UPDATE worker_events
             SET branches = \(branchesJSON)::jsonb, attempts = attempts + 1, updated_at = now(),
-                next_retry_at = now() + make_interval(secs => \(seconds(delay))), lease_owner = NULL, lease_expires_at = NULL
+                next_retry_at = now() + make_interval(secs => \(delay.inSeconds)), lease_owner = NULL, lease_expires_at = NULL
             WHERE id = \(transaction.id) AND lease_owner = \(owner)
             """,
             logger: logger
@@ -176,9 +176,6 @@ public struct TransactionLog: Sendable {
     }
 }
 
-func seconds(_ duration: Duration) -> Double {
-    Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
-}
 
 public enum CoordinatorError: Error, CustomStringConvertible {
     case logWriteFailed(String)

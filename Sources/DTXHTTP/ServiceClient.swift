@@ -41,8 +41,7 @@ public struct ServiceClient: Sendable {
             idleTimeout: .seconds(60),
             concurrentHTTP1ConnectionsPerHostSoftLimit: configuration.maxConnectionsPerHost
         )
-        http.timeout.connect = .nanoseconds(Int64(configuration.connectTimeout.components.seconds) * 1_000_000_000
-            + configuration.connectTimeout.components.attoseconds / 1_000_000_000)
+        http.timeout.connect = .nanoseconds(configuration.connectTimeout.inNanoseconds)
         http.redirectConfiguration = .disallow
         self.httpClient = HTTPClient(eventLoopGroupProvider: .singleton, configuration: http)
         self.token = configuration.token
@@ -78,8 +77,7 @@ public struct ServiceClient: Sendable {
         if let token, !request.headers.contains(name: "authorization") {
             request.headers.add(name: "authorization", value: "Bearer \(token)")
         }
-        let nanoseconds = timeout.components.seconds * 1_000_000_000 + timeout.components.attoseconds / 1_000_000_000
-        let response = try await httpClient.execute(request, timeout: .nanoseconds(nanoseconds))
+        let response = try await httpClient.execute(request, timeout: .nanoseconds(timeout.inNanoseconds))
         let body = try await response.body.collect(upTo: 16 * 1024 * 1024)
         return Reply(status: Int(response.status.code), body: Data(buffer: body))
     }

@@ -117,11 +117,10 @@ public struct Reconciler: Service {
     }
 
     private func rows(status: RowStatus, olderThan: Duration) async throws -> [(branch: BranchRequest, mode: Mode)] {
-        let seconds = Double(olderThan.components.seconds) + Double(olderThan.components.attoseconds) / 1e18
         let rows = try await ledger.client.query(
             """
             SELECT worker_event_id, product_id, quantity, mode FROM transactions
-            WHERE status = \(status.rawValue) AND updated_at <= now() - make_interval(secs => \(seconds))
+            WHERE status = \(status.rawValue) AND updated_at <= now() - make_interval(secs => \(olderThan.inSeconds))
             ORDER BY updated_at LIMIT 1000
             """,
             logger: logger

@@ -111,12 +111,11 @@ extension StockLedger {
 
     /// This service's prepared transactions older than `olderThan`, as (worker_event_id, product_id).
     func inDoubt(olderThan: Duration) async throws -> [BranchRequest] {
-        let seconds = Double(olderThan.components.seconds) + Double(olderThan.components.attoseconds) / 1e18
         let rows = try await client.query(
             """
             SELECT gid FROM pg_prepared_xacts
             WHERE database = current_database() AND starts_with(gid, \(gidPrefix))
-              AND prepared < now() - make_interval(secs => \(seconds))
+              AND prepared < now() - make_interval(secs => \(olderThan.inSeconds))
             """,
             logger: logger
         )

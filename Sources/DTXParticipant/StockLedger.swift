@@ -36,7 +36,7 @@ public struct StockLedger: Sendable {
     /// logged the transaction final) and this participant's reconciler (which asks the coordinator about stale `try`
     /// rows) apply it again. A first-phase operation must be durable before it answers: the coordinator decides on it.
     func settingsSQL(durable: Bool) -> PostgresQuery {
-        let ms = max(lockTimeout.components.seconds * 1000 + lockTimeout.components.attoseconds / 1_000_000_000_000_000, 1)
+        let ms = max(lockTimeout.inMilliseconds, 1)
         return durable
             ? PostgresQuery(unsafeSQL: "SELECT set_config('lock_timeout', '\(ms)ms', true)")
             : PostgresQuery(unsafeSQL: "SELECT set_config('lock_timeout', '\(ms)ms', true), set_config('synchronous_commit', 'off', true)")
