@@ -19,6 +19,7 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift.git", from: "0.2.0"),
         .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
+        .package(url: "https://github.com/apple/swift-http-types.git", from: "1.8.0"),
     ],
     targets: [
         // Wire types, ids, states and errors. No I/O.
@@ -35,7 +36,9 @@ let package = Package(
                 .embedInCode("SQL/participant/001_participant_schema.sql"),
                 .embedInCode("SQL/participant/002_participant_seed.sql"),
                 .embedInCode("SQL/participant/003_participant_initial_stock.sql"),
+                .embedInCode("SQL/participant/004_participant_branch_functions.sql"),
                 .embedInCode("SQL/coordinator/001_coordinator_schema.sql"),
+                .embedInCode("SQL/coordinator/002_coordinator_log_functions.sql"),
             ]
         ),
         // What every dtx HTTP service shares: JSON errors, bearer token, metrics, the branch HTTP client.
@@ -44,6 +47,7 @@ let package = Package(
             dependencies: [
                 "DTXProtocol",
                 .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "Logging", package: "swift-log"),

@@ -3,6 +3,7 @@ import DTXProtocol
 import Foundation
 import Logging
 import Prometheus
+import Synchronization
 
 /// The retry policy shared by the three modes: exponential backoff with jitter.
 public struct RetryPolicy: Sendable {
@@ -25,59 +26,108 @@ enum CallOutcome: Sendable {
     case refused(ProtocolError)
     /// 5xx, timeout, refused connection: try again.
     case retry(String)
+
+    /// An answer's status and body, as a single call or a batch item carries them.
+    init(status: Int, decode: () throws -> BranchResponse, error: ProtocolError?) {
+        switch status {
+        case 200:
+            do {
+                self = .done(try decode())
+            } catch {
+                self = .retry("the answer could not be read: \(error)")
+            }
+        case 400, 409: self = .refused(error ?? ProtocolError(.init(rawValue: "http_\(status)"), "refused"))
+        default: self = .retry(error.map { "\($0)" } ?? "HTTP \(status)")
+        }
+    }
+
+    var label: String {
+        switch self {
+        case .done: "ok"
+        case .refused: "refused"
+        case .retry: "retry"
+        }
+    }
 }
 
-/// Calls participants' branch routes and retries them as the design says.
+/// Calls participants' branch routes and retries them as the design says. Second-phase calls go through the
+/// `BranchBatcher` when batching is on.
 struct BranchCaller: Sendable {
     let client: ServiceClient
     let participants: [String: String]
     let branchTimeout: Duration
     let policy: RetryPolicy
+    /// This coordinator's URL, sent with every call (`dtx-coordinator`) so that participants know whom to ask.
+    let advertisedURL: AdvertisedURL
+    let batcher: BranchBatcher?
     let registry: PrometheusCollectorRegistry
     let logger: Logger
 
-    func call(_ op: BranchOperation, _ branch: BranchRecord, transaction id: Int64, timeout: Duration) async -> CallOutcome {
+    func call(_ op: BranchOperation, _ branch: BranchRecord, transaction: GlobalTransaction, timeout: Duration) async -> CallOutcome {
         guard let base = participants[branch.participant] else {
             return .refused(ProtocolError(.badRequest, "participant \(branch.participant) is not configured"))
         }
-        let request = BranchRequest(workerEventId: id, productId: branch.productId, quantity: branch.quantity)
+        let request = BranchRequest(
+            workerEventId: transaction.id, productId: branch.productId, quantity: branch.quantity, notAfter: transaction.notAfter
+        )
         let outcome: CallOutcome
-        do {
-            let reply = try await client.post(base + op.path, json: request, timeout: timeout)
-            switch reply.status {
-            case 200:
-                outcome = .done(try reply.decode(BranchResponse.self))
-            case 400, 409:
-                outcome = .refused(reply.error ?? ProtocolError(.init(rawValue: "http_\(reply.status)"), "refused"))
-            default:
-                outcome = .retry(reply.error.map { "\($0)" } ?? "HTTP \(reply.status)")
-            }
-        } catch {
-            outcome = .retry("\(branch.participant) not reachable: \(error)")
+        if let batcher, !op.isFirstPhase {
+            outcome = await batcher.submit(BranchBatcher.Key(participant: branch.participant, base: base, op: op), request)
+        } else {
+            outcome = await single(op, base: base, participant: branch.participant, request, timeout: timeout)
         }
-        let label: String
-        switch outcome {
-        case .done: label = "ok"
-        case .refused: label = "refused"
-        case .retry: label = "retry"
-        }
-        registry.counter("dtx_branch_calls_total", [("op", "\(op.mode.rawValue).\(op.rawValue)"), ("result", label)]).increment()
+        registry.counter("dtx_branch_calls_total", [("op", "\(op.mode.rawValue).\(op.rawValue)"), ("result", outcome.label)]).increment()
         return outcome
     }
 
+    private func single(_ op: BranchOperation, base: String, participant: String, _ request: BranchRequest, timeout: Duration) async -> CallOutcome {
+        do {
+            let reply = try await client.post(base + op.path, json: request, headers: headers, timeout: timeout)
+            return CallOutcome(status: reply.status, decode: { try reply.decode(BranchResponse.self) }, error: reply.error)
+        } catch {
+            return .retry("\(participant) not reachable: \(error)")
+        }
+    }
+
+    var headers: [(String, String)] { [(CoordinatorHeader.name, advertisedURL.value)] }
+
+    /// One HTTP request carrying many second-phase calls to one participant; one outcome per request, in order.
+    func batch(_ key: BranchBatcher.Key, _ requests: [BranchRequest]) async -> [CallOutcome] {
+        registry.counter("dtx_branch_batches_total", [("op", "\(key.op.mode.rawValue).\(key.op.rawValue)")]).increment()
+        do {
+            let reply = try await client.post(key.base + key.op.path, json: requests, headers: headers, timeout: branchTimeout)
+            guard reply.status == 200 else {
+                let outcome = CallOutcome(status: reply.status >= 500 ? reply.status : 503, decode: { throw ProtocolError(.internalError, "") }, error: reply.error)
+                return requests.map { _ in outcome }
+            }
+            let items = try reply.decode([BranchBatchItem].self)
+            guard items.count == requests.count else {
+                return requests.map { _ in .retry("\(key.participant) answered \(items.count) items for \(requests.count)") }
+            }
+            return items.map { item in
+                CallOutcome(status: item.httpStatus, decode: {
+                    guard let result = item.result else { throw ProtocolError(.internalError, "a 200 item without a result") }
+                    return result
+                }, error: item.error)
+            }
+        } catch {
+            return requests.map { _ in .retry("\(key.participant) not reachable: \(error)") }
+        }
+    }
+
     /// A first-phase call, retried while the transaction's deadline allows. Returns the last outcome.
-    func callWithinDeadline(_ op: BranchOperation, _ branch: inout BranchRecord, transaction id: Int64, deadline: Date) async -> CallOutcome {
+    func callWithinDeadline(_ op: BranchOperation, _ branch: inout BranchRecord, transaction: GlobalTransaction) async -> CallOutcome {
         var attempt = 0
         while true {
-            let left = deadline.timeIntervalSinceNow
+            let left = transaction.deadline.timeIntervalSinceNow
             guard left > 0 else { return .retry(branch.lastError ?? "out of time before the call") }
             branch.attempts += 1
-            let outcome = await call(op, branch, transaction: id, timeout: min(branchTimeout, .milliseconds(Int64(left * 1000))))
+            let outcome = await call(op, branch, transaction: transaction, timeout: min(branchTimeout, .milliseconds(Int64(left * 1000))))
             guard case .retry(let reason) = outcome else { return outcome }
             branch.lastError = "\(op.rawValue): \(reason)"
             let wait = policy.backoff(attempt: attempt)
             attempt += 1
-            guard deadline.timeIntervalSinceNow > wait.inSeconds else { return outcome }
+            guard transaction.deadline.timeIntervalSinceNow > wait.inSeconds else { return outcome }
             registry.counter("dtx_branch_retries_total", [("op", "\(op.mode.rawValue).\(op.rawValue)")]).increment()
             try? await Task.sleep(for: wait)
         }
@@ -85,17 +135,17 @@ struct BranchCaller: Sendable {
 
     /// A second-phase call: retried until it succeeds, or until `until`, when the rest is left to the recovery
     /// loop (`Postponed`). A 409 here is not final: it is logged and retried like any failure.
-    func callUntilDone(_ op: BranchOperation, _ branch: inout BranchRecord, transaction id: Int64, until: ContinuousClock.Instant) async throws -> BranchResponse {
+    func callUntilDone(_ op: BranchOperation, _ branch: inout BranchRecord, transaction: GlobalTransaction, until: ContinuousClock.Instant) async throws -> BranchResponse {
         var attempt = 0
         while true {
             branch.attempts += 1
-            switch await call(op, branch, transaction: id, timeout: branchTimeout) {
+            switch await call(op, branch, transaction: transaction, timeout: branchTimeout) {
             case .done(let response):
                 return response
             case .refused(let error):
                 branch.lastError = "\(op.rawValue): \(error)"
                 logger.error("participant refused a second-phase call: retrying", metadata: [
-                    "dtx.worker_event_id": "\(id)", "dtx.service": "\(branch.participant)", "dtx.error": "\(error)",
+                    "dtx.worker_event_id": "\(transaction.id)", "dtx.service": "\(branch.participant)", "dtx.error": "\(error)",
                 ])
             case .retry(let reason):
                 branch.lastError = "\(op.rawValue): \(reason)"
@@ -111,3 +161,12 @@ struct BranchCaller: Sendable {
 
 /// The second phase could not finish in the time given: the recovery loop goes on with it.
 struct Postponed: Error {}
+
+/// The URL this coordinator tells participants to ask it at: given (`--advertise-url`), or made from the address it
+/// serves on once it is bound (the port may be chosen by the system).
+public final class AdvertisedURL: Sendable {
+    private let url: Mutex<String>
+    public init(_ url: String) { self.url = Mutex(url) }
+    public var value: String { url.withLock { $0 } }
+    func set(_ value: String) { url.withLock { $0 = value } }
+}

@@ -2,6 +2,7 @@ import DTXHTTP
 import DTXPostgres
 import DTXProtocol
 import Foundation
+import HTTPTypes
 import Hummingbird
 import Logging
 import PostgresNIO
@@ -14,10 +15,12 @@ public struct Coordinator: Sendable {
     public let log: TransactionLog
     public let recovery: RecoveryLoop
     public let instanceID: String
+    /// This process's holder number in the log's lease columns.
+    public let holder: Int64
 }
 
-/// Checks the configuration and the database, applies the schema, releases this instance's old leases, and wires
-/// the routes, the recovery loop and the clients.
+/// Checks the configuration and the database, applies the schema, takes this process's liveness lock, and wires the
+/// routes, the recovery loop and the clients.
 public func buildCoordinator(
     _ configuration: CoordinatorConfiguration,
     logger: Logger,
@@ -28,34 +31,45 @@ public func buildCoordinator(
     var logger = logger
     logger[metadataKey: "dtx.coordinator"] = "\(instanceID)"
 
-    let released = try await configuration.databaseURL.withConnection(logger: logger) { connection in
+    _ = try await configuration.databaseURL.withConnection(logger: logger) { connection in
         try await Migrator.migrate(.coordinator, connection: connection, logger: logger)
-        return try await connection.query(
-            "UPDATE worker_events SET lease_owner = NULL, lease_expires_at = NULL WHERE lease_owner = \(instanceID) RETURNING 1",
-            logger: logger
-        ).count()
     }
-    if released > 0 {
-        logger.info("released the leases of this coordinator's previous run", metadata: ["dtx.count": "\(released)"])
-    }
+    let holderLock = try await HolderLock.acquire(configuration.databaseURL, logger: logger)
     let postgres = PostgresClient(
         configuration: try configuration.databaseURL.clientConfiguration(maximumConnections: configuration.maxDatabaseConnections),
         backgroundLogger: logger
     )
     let timing = configuration.timing
-    let log = TransactionLog(client: postgres, owner: instanceID, leaseSeconds: timing.leaseDuration.inSeconds, logger: logger)
+    let machines = ModeMachines(xaConcurrentPrepare: configuration.xaConcurrentPrepare)
+    let log = TransactionLog(
+        client: postgres, owner: instanceID, holder: holderLock.holder, lease: timing.leaseDuration,
+        ids: IdAllocator(client: postgres, logger: logger), machines: machines, logger: logger
+    )
     let client = ServiceClient(configuration: .init(token: configuration.token))
     let registry = PrometheusCollectorRegistry()
-    let caller = BranchCaller(
+    let advertised = AdvertisedURL(configuration.advertiseURL.flatMap(CoordinatorHeader.validated) ?? Coordinator.defaultURL(configuration, port: configuration.port))
+    var caller = BranchCaller(
         client: client,
         participants: Dictionary(uniqueKeysWithValues: configuration.participants.map { ($0.name, $0.url) }),
         branchTimeout: timing.branchTimeout,
         policy: RetryPolicy(initial: timing.initialBackoff, maximum: timing.maxBackoff),
+        advertisedURL: advertised,
+        batcher: nil,
         registry: registry,
         logger: logger
     )
-    var driver = TransactionDriver(log: log, caller: caller, registry: registry, logger: logger)
-    driver.xaConcurrentPrepare = configuration.xaConcurrentPrepare
+    if configuration.batchWindow > .zero {
+        let unbatched = caller
+        caller = BranchCaller(
+            client: client, participants: unbatched.participants, branchTimeout: unbatched.branchTimeout, policy: unbatched.policy,
+            advertisedURL: advertised,
+            batcher: BranchBatcher(window: configuration.batchWindow, maxItems: configuration.batchMaxItems) { key, requests in
+                await unbatched.batch(key, requests)
+            },
+            registry: registry, logger: logger
+        )
+    }
+    let driver = TransactionDriver(log: log, caller: caller, machines: machines, registry: registry, logger: logger)
     let recovery = RecoveryLoop(
         log: log, driver: driver, interval: timing.recoveryInterval,
         budget: min(.seconds(5), timing.leaseDuration / 2), batch: configuration.recoveryBatch, registry: registry, logger: logger
@@ -76,11 +90,22 @@ public func buildCoordinator(
     let application = Application(
         router: router,
         configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "dtx-coordinator"),
-        services: [postgres, recovery, ServiceClientLifecycle(client: client)],
-        onServerRunning: { channel in await onServerRunning(channel.localAddress?.port ?? configuration.port) },
+        services: [holderLock, postgres, recovery, ServiceClientLifecycle(client: client)],
+        onServerRunning: { channel in
+            let port = channel.localAddress?.port ?? configuration.port
+            if configuration.advertiseURL == nil { advertised.set(Coordinator.defaultURL(configuration, port: port)) }
+            await onServerRunning(port)
+        },
         logger: logger
     )
-    return Coordinator(application: application, log: log, recovery: recovery, instanceID: instanceID)
+    return Coordinator(application: application, log: log, recovery: recovery, instanceID: instanceID, holder: holderLock.holder)
+}
+
+extension Coordinator {
+    static func defaultURL(_ configuration: CoordinatorConfiguration, port: Int) -> String {
+        let host = configuration.host == "0.0.0.0" || configuration.host == "::" ? ProcessInfo.processInfo.hostName : configuration.host
+        return "http://\(host.contains(":") ? "[\(host)]" : host):\(port)"
+    }
 }
 
 /// `POST /v1/transactions`, `GET /v1/transactions/{id}`, `GET /v1/transactions`.
@@ -91,6 +116,8 @@ struct CoordinatorRoutes: Sendable {
     let timing: CoordinatorConfiguration.Timing
     let logger: Logger
 
+    static let idempotencyKeyHeader = HTTPField.Name("Idempotency-Key")!
+
     func add(to router: Router<DTXRequestContext>) {
         router.post("/v1/transactions") { request, context in
             try await self.begin(request: request, context: context)
@@ -99,65 +126,96 @@ struct CoordinatorRoutes: Sendable {
             guard let id = context.parameters.get("id", as: Int64.self) else {
                 throw ProtocolError.badRequest("transaction id must be an integer")
             }
-            guard let view = try await log.view(id: id) else { throw ProtocolError(.notFound, "no transaction \(id)") }
+            guard let view = try await log.view(id: id) else {
+                if id > 0, try await log.mayHaveIssued(id: id) {
+                    throw ProtocolError(.unknownTransaction, "no transaction \(id): it never began here (presumed aborted)")
+                }
+                throw ProtocolError(.notFound, "no transaction \(id)")
+            }
             return try .wire(view)
         }
         router.get("/v1/transactions") { request, _ -> Response in
+            let query = request.uri.queryParameters
             var status: GlobalStatus?
-            if let text = request.uri.queryParameters.get("status") {
+            if let text = query.get("status") {
                 guard let parsed = GlobalStatus(rawValue: text) else {
                     throw ProtocolError.badRequest("status must be pending, completed, failed or compensated")
                 }
                 status = parsed
             }
+            var mode: Mode?
+            if let text = query.get("mode") {
+                guard let parsed = Mode(rawValue: text) else { throw ProtocolError.badRequest("mode must be tcc, saga or xa") }
+                mode = parsed
+            }
             var limit = 50
-            if request.uri.queryParameters.get("limit") != nil {
+            if query.get("limit") != nil {
                 limit = Int(try request.queryInteger("limit"))
                 guard (1...1000).contains(limit) else { throw ProtocolError.badRequest("limit must be from 1 to 1000") }
             }
-            return try .wire(TransactionList(transactions: try await log.list(status: status, limit: limit)))
+            var cursor: Int64?
+            if let text = query.get("cursor") {
+                guard let parsed = Int64(text), parsed > 0 else { throw ProtocolError.badRequest("cursor must be the 'next' value of a previous page") }
+                cursor = parsed
+            }
+            return try .wire(try await log.list(status: status, mode: mode, limit: limit, cursor: cursor))
         }
     }
 
     func begin(request: Request, context: DTXRequestContext) async throws -> Response {
+        let key = try Self.idempotencyKey(request)
         let body = try await request.decodeWire(TransactionRequest.self, context: context)
         let branches = try body.resolveBranches(participants: participants).map {
             BranchRecord(participant: $0.participant, productId: $0.productId, quantity: $0.quantity)
         }
-        let transaction: GlobalTransaction
+        let begun: TransactionLog.Begun
         do {
-            transaction = try await log.begin(mode: body.mode, request: body, branches: branches, globalTimeout: timing.globalTimeout)
+            begun = try await log.begin(mode: body.mode, request: body, branches: branches, globalTimeout: timing.globalTimeout, idempotencyKey: key)
         } catch {
             throw ProtocolError(.databaseUnavailable, "the coordinator cannot write its log: \(error.postgresMessage)")
+        }
+        let transaction: GlobalTransaction
+        switch begun {
+        case .existing(let id, let sameRequest):
+            guard sameRequest else {
+                throw ProtocolError(.idempotencyKeyReused, "Idempotency-Key '\(key ?? "")' was used for another request (worker_event \(id))")
+            }
+            guard let view = try await log.view(id: id) else { throw ProtocolError(.internalError, "worker_event \(id) vanished") }
+            return try Self.answer(view, open: view.nextRetryAt != nil)  // set while the transaction is open
+        case .created(let created):
+            transaction = created
         }
         var logger = context.logger
         logger[metadataKey: "dtx.worker_event_id"] = "\(transaction.id)"
         logger[metadataKey: "dtx.mode"] = "\(body.mode.rawValue)"
 
-        let driven: GlobalTransaction
+        // From here on the transaction is logged: whatever happens, the answer carries its id (202 when not final).
         do {
-            driven = try await driver.drive(transaction, until: .now + timing.globalTimeout + timing.responseWait)
+            let driven = try await driver.drive(transaction, until: .now + timing.globalTimeout + timing.responseWait)
+            // built from what was just written: no second read of the log on the hot path
+            return try Self.answer(driven.view(decision: driver.machines[driven.mode].decision(in: driven.phase)), open: driven.isOpen)
         } catch let error as TransactionLog.LeaseLost {
             logger.warning("lease lost while driving", metadata: ["dtx.error": "\(error)"])
-            return try await answer(id: transaction.id, accepted: true)
         } catch {
             logger.error("log write failed while driving: the recovery loop will resume it", metadata: ["dtx.error": "\(error)"])
-            throw ProtocolError(.databaseUnavailable, "worker_event \(transaction.id): the coordinator cannot write its log: \(error.postgresMessage)")
         }
-        // built from what was just written: no second read of the log on the hot path
-        let view = driven.view
-        if !driven.isFinal { return try .wire(view, status: .accepted) }
-        return try .wire(view, status: driven.status == .completed ? .ok : .conflict)
+        let view = (try? await log.view(id: transaction.id)) ?? transaction.view(decision: nil)
+        return try Self.answer(view, open: true)
     }
 
-    /// 200 completed; 409 failed or compensated, with the reason; 202 when the outcome is decided but the second
-    /// phase is still being retried (or not decided yet and another coordinator holds it).
-    private func answer(id: Int64, accepted: Bool) async throws -> Response {
-        guard let view = try await log.view(id: id) else { throw ProtocolError(.internalError, "worker_event \(id) vanished") }
-        if accepted || view.status == .pending { return try .wire(view, status: .accepted) }
-        switch view.status {
-        case .completed: return try .wire(view)
-        default: return try .wire(view, status: .conflict)
+    /// 200 completed; 409 failed or compensated, with the reason; 202 while the transaction is still open (decided but
+    /// the second phase is still being retried, or held by another driver).
+    static func answer(_ view: TransactionView, open: Bool) throws -> Response {
+        if open { return try .wire(view, status: .accepted) }
+        return try .wire(view, status: view.status == .completed ? .ok : .conflict)
+    }
+
+    /// The `Idempotency-Key` header: 1 to 255 visible ASCII characters, else 400.
+    static func idempotencyKey(_ request: Request) throws -> String? {
+        guard let key = request.headers[idempotencyKeyHeader] else { return nil }
+        guard (1...255).contains(key.utf8.count), key.utf8.allSatisfy({ (0x21...0x7E).contains($0) }) else {
+            throw ProtocolError.badRequest("Idempotency-Key must be 1 to 255 visible ASCII characters")
         }
+        return key
     }
 }

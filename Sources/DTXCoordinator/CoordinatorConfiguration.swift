@@ -1,4 +1,5 @@
 import DTXPostgres
+import DTXProtocol
 import Foundation
 
 /// Everything a coordinator needs to run.
@@ -41,9 +42,16 @@ public struct CoordinatorConfiguration: Sendable {
     public var participants: [Participant]
     public var token: String?
     public var timing = Timing()
-    /// This coordinator's name in the lease columns. Keep it stable across restarts (default host:port): a
-    /// coordinator that starts releases the leases its previous life held, instead of waiting for them to end.
+    /// This coordinator's name in the log's `lease_owner` column, for people (default host:port). Fencing does not use
+    /// it: every process has its own holder number and every claim its own epoch.
     public var instanceID: String?
+    /// The URL participants should ask this coordinator at (sent with every branch call). Default: the address it
+    /// serves on (`http://HOST:PORT`; the machine's host name when it serves on every interface).
+    public var advertiseURL: String?
+    /// Second-phase calls to one participant within this window (or up to `batchMaxItems`) go in one request; zero
+    /// turns batching off.
+    public var batchWindow: Duration = .milliseconds(1)
+    public var batchMaxItems: Int = 64
     public var maxDatabaseConnections: Int = 40
     /// XA: send the prepares to every participant at once rather than in order (see `XAMachine` for why the default
     /// is in order).
@@ -72,6 +80,15 @@ public struct CoordinatorConfiguration: Sendable {
         }
         guard timing.responseWait < timing.leaseDuration else {
             throw CoordinatorConfigurationError("the response wait must be shorter than the lease")
+        }
+        guard (1...Limits.maxBatchItems).contains(batchMaxItems) else {
+            throw CoordinatorConfigurationError("--batch-max must be from 1 to \(Limits.maxBatchItems)")
+        }
+        guard batchWindow >= .zero, batchWindow <= .seconds(1) else {
+            throw CoordinatorConfigurationError("--batch-window must be from 0 (off) to 1 s")
+        }
+        if let advertiseURL, CoordinatorHeader.validated(advertiseURL) == nil {
+            throw CoordinatorConfigurationError("--advertise-url '\(advertiseURL)' must be an http(s) URL such as http://coordinator.internal:8090")
         }
     }
 }

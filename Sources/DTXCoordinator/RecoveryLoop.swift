@@ -38,11 +38,11 @@ public struct RecoveryLoop: Service {
                 group.addTask {
                     do {
                         let done = try await driver.drive(transaction, until: .now + budget)
-                        let action = done.isFinal ? "resolved" : "postponed"
+                        let action = done.isOpen ? "postponed" : "resolved"
                         registry.counter("dtx_recovery_actions_total", [("action", action)]).increment()
                         logger.info("recovery drove a transaction", metadata: [
-                            "dtx.worker_event_id": "\(transaction.id)", "dtx.from_phase": "\(transaction.phase.rawValue)",
-                            "dtx.status": "\(done.status.rawValue)", "dtx.phase": "\(done.phase.rawValue)",
+                            "dtx.worker_event_id": "\(transaction.id)", "dtx.from_phase": "\(transaction.phase)",
+                            "dtx.status": "\(done.status.rawValue)", "dtx.phase": "\(done.phase)",
                         ])
                     } catch {
                         registry.counter("dtx_recovery_actions_total", [("action", "error")]).increment()

@@ -3,153 +3,198 @@ import Foundation
 import Logging
 import Prometheus
 
-/// Moves a global transaction through its mode's state machine, logging every decision before acting on it.
+/// Drives a global transaction through its mode's machine, logging every transition before acting on it.
 ///
-/// The three machines (`TCCMachine`, `SagaMachine`, `XAMachine`) share this driver: the log, the branch caller
-/// and the retry policy; they differ only in their transitions.
+/// One loop for the three modes: ask the machine for the step of the current phase, run it through the branch caller,
+/// ask the machine where the outcome leads, record that (fenced by the lease epoch), and go on until the transaction is
+/// no longer open. The machines (`TCCMachine`, `SagaMachine`, `XAMachine`) are pure tables; the log, the branch caller
+/// and the retry policy are shared.
 struct TransactionDriver: Sendable {
     let log: TransactionLog
     let caller: BranchCaller
+    let machines: ModeMachines
     let registry: PrometheusCollectorRegistry
     let logger: Logger
-    /// XA prepares at every participant at once instead of in order (see `XAMachine`).
-    var xaConcurrentPrepare = false
 
-    /// Drives `transaction` until it is final, or until the second phase runs past `until` (then the transaction is
-    /// postponed: handed back to the recovery loop with its next attempt time in the log).
+    /// Drives `transaction` until it is no longer open, or until the second phase runs past `until` (then it is
+    /// postponed: handed back to the recovery loop with its next attempt time in the log). Throws `LeaseLost` when
+    /// another driver holds the transaction now: this one then stops at once.
     func drive(_ transaction: GlobalTransaction, until: ContinuousClock.Instant) async throws -> GlobalTransaction {
         var transaction = transaction
+        let machine = machines[transaction.mode]
         do {
-            while !transaction.isFinal {
-                switch transaction.mode {
-                case .tcc: try await TCCMachine.advance(&transaction, driver: self, until: until)
-                case .saga: try await SagaMachine.advance(&transaction, driver: self, until: until)
-                case .xa: try await XAMachine.advance(&transaction, driver: self, until: until)
+            while transaction.isOpen {
+                guard let step = machine.step(in: transaction.phase) else {
+                    try await markBroken(&transaction, "phase '\(transaction.phase)' is not a phase of \(transaction.mode.rawValue) with work to do")
+                    break
                 }
+                // a driver whose lease has run out by its own clock calls no participant: another may hold the row now
+                guard ContinuousClock.now < transaction.leaseValidUntil else { throw TransactionLog.LeaseLost(id: transaction.id) }
+                let outcome = try await run(step, &transaction, until: until)
+                guard let transition = machine.transition(from: transaction.phase, after: outcome) else {
+                    try await markBroken(&transaction, "\(transaction.mode.rawValue) has no move from phase '\(transaction.phase)' after \(outcome)")
+                    break
+                }
+                try await move(&transaction, transition)
             }
         } catch is Postponed {
             let delay = caller.policy.backoff(attempt: transaction.attempts)
             try await log.postpone(transaction, delay: delay)
             logger.info("second phase postponed", metadata: [
-                "dtx.worker_event_id": "\(transaction.id)", "dtx.phase": "\(transaction.phase.rawValue)", "dtx.retry_in": "\(delay)",
+                "dtx.worker_event_id": "\(transaction.id)", "dtx.phase": "\(transaction.phase)", "dtx.retry_in": "\(delay)",
             ])
             return transaction
         }
-        let outcome = transaction.status.rawValue
-        registry.counter("dtx_transactions_total", [("mode", transaction.mode.rawValue), ("outcome", outcome)]).increment()
+        registry.counter("dtx_transactions_total", [("mode", transaction.mode.rawValue), ("outcome", transaction.status.rawValue)]).increment()
         registry.latencyHistogram("dtx_transaction_duration_seconds", [("mode", transaction.mode.rawValue)])
             .record(.milliseconds(Int64(-transaction.createdAt.timeIntervalSinceNow * 1000)))
         return transaction
     }
 
-    /// Logs a move to `phase` (with `status` and `error`); from here on the transaction acts on it.
-    func move(_ transaction: inout GlobalTransaction, to phase: Phase, status: GlobalStatus? = nil, error: String? = nil) async throws {
-        transaction.phase = phase
-        if let status { transaction.status = status }
-        if let error { transaction.errorMessage = error }
-        try await log.record(transaction)
-        logger.debug("transaction moved", metadata: [
-            "dtx.worker_event_id": "\(transaction.id)", "dtx.phase": "\(phase.rawValue)", "dtx.status": "\(transaction.status.rawValue)",
-        ])
+    /// Records `transition`: written only if this driver still holds the row with its epoch and the row is still in
+    /// the phase it read; otherwise `LeaseLost`.
+    func move(_ transaction: inout GlobalTransaction, _ transition: Transition) async throws {
+        let from = transaction.phase
+        transaction.phase = transition.phase
+        transaction.status = transition.status
+        if let error = transition.error { transaction.errorMessage = error }
+        guard try await log.record(transaction, expectedPhase: from, durable: transition.durable) else {
+            throw TransactionLog.LeaseLost(id: transaction.id)
+        }
+        transaction.leaseValidUntil = log.leaseValidUntil
+        if logger.logLevel <= .debug {
+            logger.debug("transaction moved", metadata: [
+                "dtx.worker_event_id": "\(transaction.id)", "dtx.phase": "\(transaction.phase)", "dtx.status": "\(transaction.status.rawValue)",
+            ])
+        }
     }
 
-    // MARK: Shared steps
+    /// A row the machine has no step or arrow for (written by hand, or by another version): failed, with the reason,
+    /// left for an operator; never a crash. It is then no longer open (see the log's `open` column), so recovery
+    /// leaves it alone.
+    func markBroken(_ transaction: inout GlobalTransaction, _ reason: String) async throws {
+        logger.error("transaction cannot be driven: marked failed", metadata: ["dtx.worker_event_id": "\(transaction.id)", "dtx.reason": "\(reason)"])
+        try await move(&transaction, Transition(phase: transaction.phase, status: .failed, error: "not driven: \(reason)"))
+    }
 
-    /// The first phase at every branch at once, each retried within the deadline.
-    /// Returns nil when all succeeded, else the reason for the abort.
-    func firstPhaseConcurrently(_ op: BranchOperation, _ transaction: inout GlobalTransaction, success: BranchRecord.State) async -> String? {
-        let id = transaction.id
-        let deadline = transaction.deadline
-        let results = await withTaskGroup(of: (Int, BranchRecord, CallOutcome).self) { group in
-            for (index, branch) in transaction.branches.enumerated() {
-                group.addTask {
-                    var branch = branch
-                    let outcome = await caller.callWithinDeadline(op, &branch, transaction: id, deadline: deadline)
-                    return (index, branch, outcome)
-                }
-            }
-            return await group.reduce(into: [(Int, BranchRecord, CallOutcome)]()) { $0.append($1) }
+    // MARK: Steps
+
+    func run(_ step: Step, _ transaction: inout GlobalTransaction, until: ContinuousClock.Instant) async throws -> StepOutcome {
+        switch step {
+        case .firstPhase(let branchStep, let order):
+            return await firstPhase(branchStep, order, &transaction)
+        case .secondPhase(let steps, let order):
+            try await secondPhase(steps, order, &transaction, until: until)
+            return .succeeded
         }
-        var failure: String?
-        for (index, branch, outcome) in results.sorted(by: { $0.0 < $1.0 }) {
+    }
+
+    /// The first phase at every branch that has not reached its state yet, each retried within the deadline;
+    /// concurrently, or in order stopping at the first failure.
+    func firstPhase(_ step: BranchStep, _ order: BranchOrder, _ transaction: inout GlobalTransaction) async -> StepOutcome {
+        let snapshot = transaction
+        var outcomes: [(Int, BranchRecord, CallOutcome)] = []
+        switch order {
+        case .concurrent:
+            outcomes = await withTaskGroup(of: (Int, BranchRecord, CallOutcome).self) { group in
+                for (index, branch) in snapshot.branches.enumerated() where branch.state != step.reaches {
+                    group.addTask {
+                        var branch = branch
+                        let outcome = await caller.callWithinDeadline(step.op, &branch, transaction: snapshot)
+                        return (index, branch, outcome)
+                    }
+                }
+                return await group.reduce(into: []) { $0.append($1) }.sorted { $0.0 < $1.0 }
+            }
+        case .inOrder, .reverse:
+            let indices = order == .reverse ? Array(snapshot.branches.indices.reversed()) : Array(snapshot.branches.indices)
+            for index in indices where snapshot.branches[index].state != step.reaches {
+                var branch = snapshot.branches[index]
+                let outcome = await caller.callWithinDeadline(step.op, &branch, transaction: snapshot)
+                outcomes.append((index, branch, outcome))
+                guard Self.succeeded(outcome) else { break }
+            }
+        }
+        var failure: StepOutcome = .succeeded
+        for (index, branch, outcome) in outcomes {
             transaction.branches[index] = branch
-            if let reason = apply(outcome, op: op, to: &transaction.branches[index], success: success) {
-                failure = failure ?? reason
+            if let reason = apply(outcome, step, to: &transaction.branches[index]), failure == .succeeded {
+                failure = .failed(reason: reason, branch: index)
             }
         }
         return failure
     }
 
-    /// The first phase one branch after the other, stopping at the first failure.
-    func firstPhaseInOrder(_ op: BranchOperation, _ transaction: inout GlobalTransaction, success: BranchRecord.State) async -> String? {
-        for index in transaction.branches.indices {
-            if let failure = await firstPhase(op, &transaction, branch: index, success: success) { return failure }
-        }
-        return nil
+    /// A try that finds its branch cancelled already answers 200 with that row state: not a success.
+    static func succeeded(_ outcome: CallOutcome) -> Bool {
+        guard case .done(let response) = outcome else { return false }
+        return response.status != .cancelled && response.status != .compensated
     }
 
-    /// A first-phase call at one branch (Saga's steps run one by one). Returns the reason for the abort, if any.
-    func firstPhase(_ op: BranchOperation, _ transaction: inout GlobalTransaction, branch index: Int, success: BranchRecord.State) async -> String? {
-        let outcome = await caller.callWithinDeadline(op, &transaction.branches[index], transaction: transaction.id, deadline: transaction.deadline)
-        return apply(outcome, op: op, to: &transaction.branches[index], success: success)
-    }
-
-    private func apply(_ outcome: CallOutcome, op: BranchOperation, to branch: inout BranchRecord, success: BranchRecord.State) -> String? {
-        let step = "\(op.rawValue) at \(branch.participant) (product \(branch.productId), quantity \(branch.quantity))"
+    /// Sets the branch's state from a first-phase outcome; returns the reason for the abort, if any.
+    private func apply(_ outcome: CallOutcome, _ step: BranchStep, to branch: inout BranchRecord) -> String? {
+        let what = "\(step.op.rawValue) at \(branch.participant) (product \(branch.productId), quantity \(branch.quantity))"
         switch outcome {
-        case .done(let response):
-            // a try that finds its branch cancelled already answers 200 with that row state: not a success
-            if response.status == .cancelled || response.status == .compensated {
+        case .done:
+            guard Self.succeeded(outcome) else {
                 branch.state = .refused
-                return "\(step): the branch was already cancelled"
+                return "\(what): the branch was already cancelled"
             }
-            branch.state = success
+            branch.state = step.reaches
             branch.lastError = nil
             return nil
         case .refused(let error):
             branch.state = .refused
-            branch.lastError = "\(op.rawValue): \(error)"
-            return "\(step) refused: \(error.code): \(error.message)"
+            branch.lastError = "\(step.op.rawValue): \(error)"
+            return "\(what) refused: \(error.code): \(error.message)"
         case .retry(let reason):
-            return "\(step) did not succeed within the global timeout: \(reason)"
+            return "\(what) did not succeed within the global timeout: \(reason)"
         }
     }
 
-    /// Second-phase calls at every branch at once, each retried until done; `ops` run in order per branch.
-    func secondPhaseConcurrently(_ ops: [BranchOperation], _ transaction: inout GlobalTransaction, states: [BranchRecord.State], until: ContinuousClock.Instant) async throws {
-        let id = transaction.id
-        let results = await withTaskGroup(of: (Int, BranchRecord, Bool).self) { group in
-            for (index, branch) in transaction.branches.enumerated() {
-                group.addTask {
-                    var branch = branch
-                    do {
-                        for (op, state) in zip(ops, states) where !Self.reached(branch.state, state, among: states) {
-                            _ = try await caller.callUntilDone(op, &branch, transaction: id, until: until)
-                            branch.state = state
-                            branch.lastError = nil
-                        }
-                        return (index, branch, true)
-                    } catch {
-                        return (index, branch, false)
+    /// The second phase: at every branch, each step not yet reached, retried until it succeeds; concurrently across
+    /// branches, or one branch after the other. Throws `Postponed` when `until` comes first.
+    func secondPhase(_ steps: [BranchStep], _ order: BranchOrder, _ transaction: inout GlobalTransaction, until: ContinuousClock.Instant) async throws {
+        let snapshot = transaction
+        let states = steps.map(\.reaches)
+        @Sendable func advance(_ branch: BranchRecord) async -> (BranchRecord, Bool) {
+            var branch = branch
+            do {
+                for step in steps where !Self.reached(branch.state, step.reaches, among: states) {
+                    _ = try await caller.callUntilDone(step.op, &branch, transaction: snapshot, until: until)
+                    branch.state = step.reaches
+                    branch.lastError = nil
+                }
+                return (branch, true)
+            } catch {
+                return (branch, false)
+            }
+        }
+        switch order {
+        case .concurrent:
+            let results = await withTaskGroup(of: (Int, BranchRecord, Bool).self) { group in
+                for (index, branch) in snapshot.branches.enumerated() {
+                    group.addTask {
+                        let (branch, done) = await advance(branch)
+                        return (index, branch, done)
                     }
                 }
+                return await group.reduce(into: [(Int, BranchRecord, Bool)]()) { $0.append($1) }
             }
-            return await group.reduce(into: [(Int, BranchRecord, Bool)]()) { $0.append($1) }
+            var allDone = true
+            for (index, branch, done) in results {
+                transaction.branches[index] = branch
+                allDone = allDone && done
+            }
+            if !allDone { throw Postponed() }
+        case .inOrder, .reverse:
+            let indices = order == .reverse ? Array(snapshot.branches.indices.reversed()) : Array(snapshot.branches.indices)
+            for index in indices {
+                let (branch, done) = await advance(transaction.branches[index])
+                transaction.branches[index] = branch
+                if !done { throw Postponed() }
+            }
         }
-        var allDone = true
-        for (index, branch, done) in results {
-            transaction.branches[index] = branch
-            allDone = allDone && done
-        }
-        if !allDone { throw Postponed() }
-    }
-
-    /// One second-phase call at one branch (Saga's confirmations and compensations run one by one).
-    func secondPhase(_ op: BranchOperation, _ transaction: inout GlobalTransaction, branch index: Int, state: BranchRecord.State, until: ContinuousClock.Instant) async throws {
-        guard transaction.branches[index].state != state else { return }
-        _ = try await caller.callUntilDone(op, &transaction.branches[index], transaction: transaction.id, until: until)
-        transaction.branches[index].state = state
-        transaction.branches[index].lastError = nil
     }
 
     /// Whether a branch already stands at `target` or past it in `sequence` (so a resumed second phase skips it).

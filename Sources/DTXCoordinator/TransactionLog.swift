@@ -4,69 +4,79 @@ import Foundation
 import Logging
 import PostgresNIO
 
-/// The coordinator's durable log: the `worker_events` table.
+/// The coordinator's durable log: the `worker_events` table, written through the functions of sql/coordinator/002,
+/// one round trip per write.
 ///
-/// Every write that moves a transaction is fenced by the lease: `WHERE lease_owner = <this coordinator>`. A
-/// coordinator whose lease was taken over finds its write refused (`LeaseLost`) and stops driving.
+/// Every write that moves a transaction is fenced by the lease epoch its driver got when it began or claimed the row,
+/// and compares the phase it read: a driver that lost the row (it stalled past its lease and another driver claimed
+/// it) finds its write refused (`LeaseLost`) and stops before it calls another participant.
 public struct TransactionLog: Sendable {
     let client: PostgresClient
+    /// A label for people: the coordinator's --instance-id.
     let owner: String
-    let leaseSeconds: Double
+    /// This process's holder number (see `HolderLock`).
+    let holder: Int64
+    let lease: Duration
+    let ids: IdAllocator
+    let machines: ModeMachines
     let logger: Logger
 
-    /// This coordinator no longer holds the transaction: another one took it over.
+    /// This driver no longer holds the transaction: another driver claimed it, or its lease ran out.
     public struct LeaseLost: Error, CustomStringConvertible {
         public var id: Int64
-        public var description: String { "worker_event \(id): lease lost to another coordinator" }
+        public var description: String { "worker_event \(id): the lease was lost (another driver holds it now, or it ran out)" }
     }
 
-    static let columns = "id, status, mode, phase, error_message, branches::text, deadline_at, attempts, created_at"
+    /// When a lease taken or renewed now runs out by this process's clock, less a margin for the database's answer.
+    var leaseValidUntil: ContinuousClock.Instant { .now + lease - min(.seconds(2), lease / 4) }
 
-    /// Logs a new global transaction, `pending` in its mode's first phase, leased to this coordinator.
-    func begin(mode: Mode, request: TransactionRequest, branches: [BranchRecord], globalTimeout: Duration) async throws -> GlobalTransaction {
+    /// What `begin` found.
+    enum Begun {
+        /// Logged now, held by this coordinator.
+        case created(GlobalTransaction)
+        /// The idempotency key is in the log already; `sameRequest` tells whether with this request.
+        case existing(id: Int64, sameRequest: Bool)
+    }
+
+    /// Logs a new global transaction, `pending` in its mode's first phase, held by this coordinator with epoch 1. The
+    /// write does not wait for its WAL flush (presumed abort, see sql/coordinator/002).
+    func begin(
+        mode: Mode, request: TransactionRequest, branches: [BranchRecord], globalTimeout: Duration, idempotencyKey: String?
+    ) async throws -> Begun {
+        let id = try await ids.next()
         let requestJSON = String(decoding: try WireJSON.encoder().encode(request), as: UTF8.self)
         let branchesJSON = String(decoding: try WireJSON.encoder().encode(branches), as: UTF8.self)
-        let timeout = globalTimeout.inSeconds
         let rows = try await client.query(
             """
-            INSERT INTO worker_events (status, mode, phase, request, branches, deadline_at, lease_owner, lease_expires_at)
-            VALUES ('pending', \(mode.rawValue), \(Phase.first(for: mode).rawValue), \(requestJSON)::jsonb, \(branchesJSON)::jsonb,
-                    now() + make_interval(secs => \(timeout)), \(owner), now() + make_interval(secs => \(leaseSeconds)))
-            RETURNING \(unescaped: Self.columns)
+            SELECT created, same_request, id, status, mode, phase, error_message, branches, deadline_at, attempts, created_at, lease_epoch
+            FROM dtx_begin(\(id), \(mode.rawValue), \(machines[mode].firstPhase), \(requestJSON)::jsonb, \(branchesJSON)::jsonb, \
+            \(globalTimeout.inSeconds), \(owner), \(holder), \(lease.inSeconds), \(idempotencyKey))
             """,
             logger: logger
         )
-        guard let transaction = try await Self.decode(rows).first else { throw CoordinatorError.logWriteFailed("no row returned") }
-        return transaction
+        for try await (created, same, id, status, mode, phase, error, branches, deadline, attempts, createdAt, epoch) in rows.decode(
+            (Bool, Bool, Int64, String, String, String, String?, String, Date, Int32, Date, Int64).self
+        ) {
+            guard created else { return .existing(id: id, sameRequest: same) }
+            return .created(try transaction(id, status, mode, phase, error, branches, deadline, attempts, createdAt, epoch))
+        }
+        throw CoordinatorError.logWriteFailed("dtx_begin returned no row")
     }
 
-    /// Writes the transaction's status, phase, error and branches, and renews the lease.
-    ///
-    /// The write that makes a transaction final does not wait for its WAL flush (`synchronous_commit = off`): if a
-    /// crash loses it, the transaction is found in its second phase again and driven to the same end (every
-    /// participant call is idempotent). The writes before it (the start, the decision) are durable.
-    func record(_ transaction: GlobalTransaction) async throws {
+    /// Writes the transaction's status, phase, error and branches if this driver still holds it with its epoch and it
+    /// is still in `expectedPhase`; renews the lease, or gives the row back once it is no longer open.
+    /// Returns false when the write was refused (the lease was lost).
+    func record(_ transaction: GlobalTransaction, expectedPhase: String, durable: Bool) async throws -> Bool {
         let branchesJSON = String(decoding: try WireJSON.encoder().encode(transaction.branches), as: UTF8.self)
-        let keepLease = !transaction.isFinal
-        let update: PostgresQuery = """
-            UPDATE worker_events
-            SET status = \(transaction.status.rawValue), phase = \(transaction.phase.rawValue),
-                error_message = \(transaction.errorMessage), branches = \(branchesJSON)::jsonb, updated_at = now(),
-                lease_owner = CASE WHEN \(keepLease) THEN lease_owner END,
-                lease_expires_at = CASE WHEN \(keepLease) THEN now() + make_interval(secs => \(leaseSeconds)) END
-            WHERE id = \(transaction.id) AND lease_owner = \(owner)
-            RETURNING 1
+        let rows = try await client.query(
             """
-        let updated: Int
-        if transaction.isFinal {
-            updated = try await client.transaction(logger: logger) { connection in
-                try await connection.query("SELECT set_config('synchronous_commit', 'off', true)", logger: logger)
-                return try await connection.query(update, logger: logger).count()
-            }
-        } else {
-            updated = try await client.query(update, logger: logger).count()
-        }
-        guard updated == 1 else { throw LeaseLost(id: transaction.id) }
+            SELECT dtx_record(\(transaction.id), \(transaction.epoch), \(expectedPhase), \(transaction.status.rawValue), \
+            \(transaction.phase), \(transaction.errorMessage), \(branchesJSON)::jsonb, \(!transaction.isOpen), \(lease.inSeconds), \(durable))
+            """,
+            logger: logger
+        )
+        for try await written in rows.decode(Bool.self) { return written }
+        return false
     }
 
     /// Gives the transaction back to the recovery loop, to be tried again after `delay`.
@@ -74,91 +84,100 @@ public struct TransactionLog: Sendable {
         let branchesJSON = String(decoding: try WireJSON.encoder().encode(transaction.branches), as: UTF8.self)
         try await client.query(
             """
-            UPDATE worker_events
-            SET branches = \(branchesJSON)::jsonb, attempts = attempts + 1, updated_at = now(),
-                next_retry_at = now() + make_interval(secs => \(delay.inSeconds)), lease_owner = NULL, lease_expires_at = NULL
-            WHERE id = \(transaction.id) AND lease_owner = \(owner)
+            SELECT dtx_postpone(\(transaction.id), \(transaction.epoch), \(transaction.phase), \(branchesJSON)::jsonb, \(delay.inSeconds))
             """,
             logger: logger
         )
     }
 
-    /// Claims up to `limit` transactions that are not final, are due, and that nobody holds (or whose holder's lease
-    /// ended). `FOR UPDATE SKIP LOCKED` keeps two coordinators from claiming the same row.
+    /// Claims up to `limit` open transactions that are due and held by nobody alive (or whose lease ended), each with a
+    /// new epoch. `FOR UPDATE SKIP LOCKED` keeps two coordinators from claiming the same row at once.
     func claim(limit: Int) async throws -> [GlobalTransaction] {
         let rows = try await client.query(
             """
-            UPDATE worker_events SET lease_owner = \(owner), lease_expires_at = now() + make_interval(secs => \(leaseSeconds))
-            WHERE id IN (
-                SELECT id FROM worker_events
-                WHERE (status = 'pending' OR (status = 'failed' AND mode = 'saga'))
-                  AND next_retry_at <= now()
-                  AND (lease_owner IS NULL OR lease_expires_at < now())
-                ORDER BY next_retry_at
-                LIMIT \(limit)
-                FOR UPDATE SKIP LOCKED
-            )
-            RETURNING \(unescaped: Self.columns)
+            SELECT id, status, mode, phase, error_message, branches, deadline_at, attempts, created_at, lease_epoch
+            FROM dtx_claim(\(owner), \(holder), \(limit), \(lease.inSeconds))
             """,
             logger: logger
         )
-        return try await Self.decode(rows)
-    }
-
-    public func view(id: Int64) async throws -> TransactionView? {
-        let rows = try await client.query(
-            "SELECT \(unescaped: Self.viewColumns) FROM worker_events WHERE id = \(id)",
-            logger: logger
-        )
-        return try await Self.decodeViews(rows).first
-    }
-
-    public func list(status: GlobalStatus?, limit: Int) async throws -> [TransactionView] {
-        let rows: PostgresRowSequence
-        if let status {
-            rows = try await client.query(
-                "SELECT \(unescaped: Self.viewColumns) FROM worker_events WHERE status = \(status.rawValue) ORDER BY id DESC LIMIT \(limit)",
-                logger: logger
-            )
-        } else {
-            rows = try await client.query(
-                "SELECT \(unescaped: Self.viewColumns) FROM worker_events ORDER BY id DESC LIMIT \(limit)",
-                logger: logger
-            )
-        }
-        return try await Self.decodeViews(rows)
-    }
-
-    // MARK: Decoding
-
-    static func decode(_ rows: PostgresRowSequence) async throws -> [GlobalTransaction] {
         var result: [GlobalTransaction] = []
-        for try await (id, status, mode, phase, error, branches, deadline, attempts, created) in rows.decode(
-            (Int64, String, String, String, String?, String, Date, Int32, Date).self
+        for try await (id, status, mode, phase, error, branches, deadline, attempts, createdAt, epoch) in rows.decode(
+            (Int64, String, String, String, String?, String, Date, Int32, Date, Int64).self
         ) {
-            guard let status = GlobalStatus(rawValue: status), let mode = Mode(rawValue: mode), let phase = Phase(rawValue: phase) else {
-                throw CoordinatorError.logWriteFailed("worker_event \(id) has an unknown status, mode or phase")
-            }
-            result.append(
-                GlobalTransaction(
-                    id: id, mode: mode, status: status, phase: phase, errorMessage: error,
-                    branches: try WireJSON.decoder().decode([BranchRecord].self, from: Data(branches.utf8)),
-                    deadline: deadline, attempts: Int(attempts), createdAt: created
-                )
-            )
+            result.append(try transaction(id, status, mode, phase, error, branches, deadline, attempts, createdAt, epoch))
         }
         return result
+    }
+
+    private func transaction(
+        _ id: Int64, _ status: String, _ mode: String, _ phase: String, _ error: String?, _ branches: String, _ deadline: Date,
+        _ attempts: Int32, _ createdAt: Date, _ epoch: Int64
+    ) throws -> GlobalTransaction {
+        guard let status = GlobalStatus(rawValue: status), let mode = Mode(rawValue: mode) else {
+            throw CoordinatorError.logWriteFailed("worker_event \(id) has an unknown status or mode")
+        }
+        return GlobalTransaction(
+            id: id, mode: mode, status: status, phase: phase, errorMessage: error,
+            branches: try WireJSON.decoder().decode([BranchRecord].self, from: Data(branches.utf8)),
+            deadline: deadline, attempts: Int(attempts), createdAt: createdAt, epoch: epoch, leaseValidUntil: leaseValidUntil
+        )
+    }
+
+    // MARK: Reads
+
+    public func view(id: Int64) async throws -> TransactionView? {
+        let rows = try await client.query("SELECT \(unescaped: Self.viewColumns) FROM worker_events WHERE id = \(id)", logger: logger)
+        return try await decodeViews(rows).first
+    }
+
+    /// Whether `id` is one this log may have handed out (below its next block of ids): a transaction it has no row
+    /// for then never began, or its first record was lost in a crash of this database (presumed abort).
+    public func mayHaveIssued(id: Int64) async throws -> Bool {
+        for try await next in try await client.query("SELECT next_id FROM worker_event_ids", logger: logger).decode(Int64.self) {
+            return id < next
+        }
+        return false
+    }
+
+    /// A page of transactions, newest first, with the cursor of the next page (nil on the last).
+    public func list(status: GlobalStatus?, mode: Mode?, limit: Int, cursor: Int64?) async throws -> TransactionList {
+        var conditions: [String] = []
+        var bindings = PostgresBindings()
+        if let status {
+            bindings.append(status.rawValue)
+            conditions.append("status = $\(bindings.count)")
+        }
+        if let mode {
+            bindings.append(mode.rawValue)
+            conditions.append("mode = $\(bindings.count)")
+        }
+        if let cursor {
+            bindings.append(cursor)
+            conditions.append("id < $\(bindings.count)")
+        }
+        bindings.append(limit + 1)
+        let filter = conditions.isEmpty ? "" : "WHERE " + conditions.joined(separator: " AND ")
+        let query = PostgresQuery(
+            unsafeSQL: "SELECT \(Self.viewColumns) FROM worker_events \(filter) ORDER BY id DESC LIMIT $\(bindings.count)",
+            binds: bindings
+        )
+        var views = try await decodeViews(try await client.query(query, logger: logger))
+        var next: String?
+        if views.count > limit {
+            views.removeLast()
+            next = views.last.map { "\($0.id)" }
+        }
+        return TransactionList(transactions: views, next: next)
     }
 
     static let viewColumns = """
         id, mode, status, phase, error_message, branches::text, attempts,
         to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
         to_char(updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
-        CASE WHEN status = 'pending' OR (status = 'failed' AND mode = 'saga')
-             THEN to_char(next_retry_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') END
+        CASE WHEN open THEN to_char(next_retry_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') END
         """
 
-    static func decodeViews(_ rows: PostgresRowSequence) async throws -> [TransactionView] {
+    func decodeViews(_ rows: PostgresRowSequence) async throws -> [TransactionView] {
         var result: [TransactionView] = []
         for try await (id, mode, status, phase, error, branches, attempts, created, updated, next) in rows.decode(
             (Int64, String, String, String, String?, String, Int32, String, String, String?).self
@@ -166,7 +185,7 @@ public struct TransactionLog: Sendable {
             guard let mode = Mode(rawValue: mode), let status = GlobalStatus(rawValue: status) else { continue }
             result.append(
                 TransactionView(
-                    id: id, mode: mode, status: status, phase: phase, decision: Phase(rawValue: phase)?.decision,
+                    id: id, mode: mode, status: status, phase: phase, decision: machines[mode].decision(in: phase),
                     errorMessage: error, branches: try WireJSON.decoder().decode([BranchRecord].self, from: Data(branches.utf8)),
                     attempts: Int(attempts), createdAt: created, updatedAt: updated, nextRetryAt: next
                 )
@@ -175,7 +194,6 @@ public struct TransactionLog: Sendable {
         return result
     }
 }
-
 
 public enum CoordinatorError: Error, CustomStringConvertible {
     case logWriteFailed(String)

@@ -1,5 +1,6 @@
 import DTXProtocol
 import Foundation
+import HTTPTypes
 import Hummingbird
 import NIOFoundationCompat
 
@@ -17,8 +18,17 @@ public struct DTXRequestContext: RequestContext {
 extension Request {
     /// Reads the body (at most `Limits.maxBodyBytes`) and decodes it with the wire protocol's JSON rules.
     public func decodeWire<T: Decodable>(_ type: T.Type, context: DTXRequestContext) async throws -> T {
-        let buffer = try await self.body.collect(upTo: context.maxUploadSize)
-        return try WireJSON.decode(type, from: Data(buffer: buffer))
+        try WireJSON.decode(type, from: try await collectWire(context: context))
+    }
+
+    /// The calling coordinator's base URL (`dtx-coordinator` header), when it is a valid one.
+    public var coordinatorURL: String? {
+        CoordinatorHeader.validated(self.headers[HTTPField.Name(CoordinatorHeader.name)!])
+    }
+
+    /// Reads the body, at most `Limits.maxBodyBytes`.
+    public func collectWire(context: DTXRequestContext) async throws -> Data {
+        Data(buffer: try await self.body.collect(upTo: context.maxUploadSize))
     }
 
     /// An integer query parameter; a missing or malformed one is a 400 that names it.

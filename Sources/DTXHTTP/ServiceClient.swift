@@ -47,10 +47,11 @@ public struct ServiceClient: Sendable {
         self.token = configuration.token
     }
 
-    public func post<Body: Encodable>(_ url: String, json body: Body, timeout: Duration) async throws -> Reply {
+    public func post<Body: Encodable>(_ url: String, json body: Body, headers: [(String, String)] = [], timeout: Duration) async throws -> Reply {
         var request = HTTPClientRequest(url: url)
         request.method = .POST
         request.headers.add(name: "content-type", value: "application/json")
+        for (name, value) in headers { request.headers.add(name: name, value: value) }
         request.body = .bytes(ByteBuffer(data: try WireJSON.encoder().encode(body)))
         return try await self.send(request, timeout: timeout)
     }

@@ -25,7 +25,7 @@ public struct Participant: Sendable {
     public let application: Application<RouterResponder<DTXRequestContext>>
     public let ledger: StockLedger
     public let reconciler: Reconciler
-    /// False when the server has max_prepared_transactions = 0: XA calls then get 503.
+    /// False when the server has max_prepared_transactions = 0: XA prepares then get 409 xa_unavailable.
     public let xaEnabled: Bool
 }
 
@@ -54,19 +54,23 @@ public func buildParticipant(
     }
     let xaEnabled = maxPrepared > 0
     if !xaEnabled {
-        logger.warning("XA is off: the database server has max_prepared_transactions = 0; TCC and Saga are served, XA calls get 503")
+        logger.warning("XA is off: the database server has max_prepared_transactions = 0; TCC and Saga are served, XA prepares get 409 xa_unavailable")
     }
 
     let postgres = PostgresClient(
         configuration: try configuration.databaseURL.clientConfiguration(maximumConnections: configuration.maxDatabaseConnections),
         backgroundLogger: logger
     )
-    let ledger = StockLedger(client: postgres, service: configuration.name, databaseOID: databaseOID, lockTimeout: configuration.lockTimeout, logger: logger)
+    let ledger = StockLedger(
+        client: postgres, service: configuration.name, databaseOID: databaseOID, lockTimeout: configuration.lockTimeout,
+        xaEnabled: xaEnabled, logger: logger
+    )
+    let coordinators = KnownCoordinators(client: postgres, configured: configuration.coordinatorURL.flatMap(CoordinatorHeader.validated), logger: logger)
     let client = ServiceClient(configuration: .init(token: configuration.token))
     let registry = PrometheusCollectorRegistry()
     let reconciler = Reconciler(
         ledger: ledger,
-        coordinatorURL: configuration.coordinatorURL.map { $0.hasSuffix("/") ? String($0.dropLast()) : $0 },
+        coordinators: coordinators,
         client: client,
         configuration: configuration.reconciler,
         registry: registry,
@@ -79,7 +83,7 @@ public func buildParticipant(
     if let token = configuration.token { router.add(middleware: BearerTokenMiddleware(token: token)) }
 
     let routes = ParticipantRoutes(
-        service: configuration.name, ledger: ledger, xaEnabled: xaEnabled, faults: configuration.faults,
+        service: configuration.name, ledger: ledger, coordinators: coordinators, faults: configuration.faults,
         operationTimeout: configuration.operationTimeout, registry: registry
     )
     routes.add(to: router)
@@ -103,7 +107,7 @@ public func buildParticipant(
 struct ParticipantRoutes: Sendable {
     let service: String
     let ledger: StockLedger
-    let xaEnabled: Bool
+    let coordinators: KnownCoordinators
     let faults: FaultInjection
     let operationTimeout: Duration
     let registry: PrometheusCollectorRegistry
@@ -130,50 +134,100 @@ struct ParticipantRoutes: Sendable {
         }
     }
 
+    /// One branch request (a JSON object), or for a second-phase operation a batch (a JSON array of them), answered
+    /// with an array of per-item results.
     func handle(_ op: BranchOperation, request: Request, context: DTXRequestContext) async throws -> Response {
-        let body = try await request.decodeWire(BranchRequest.self, context: context)
-        try body.validate()
-        var logger = context.logger
-        logger[metadataKey: "dtx.worker_event_id"] = "\(body.workerEventId)"
-        logger[metadataKey: "dtx.product_id"] = "\(body.productId)"
-        logger[metadataKey: "dtx.op"] = "\(op.mode.rawValue).\(op.rawValue)"
-        if op.mode == .xa && !xaEnabled {
-            throw ProtocolError(
-                .xaDisabled,
-                "XA is off at \(service): its PostgreSQL server has max_prepared_transactions = 0; set it above 0 (e.g. 100) and restart the server"
-            )
-        }
-        if faults.isActive {
-            if Double.random(in: 0..<1) < faults.delayRate { try await Task.sleep(for: faults.delay) }
-            if Double.random(in: 0..<1) < faults.errorRate {
-                self.count(op, outcome: "injected_fault")
-                throw ProtocolError(.injectedFault, "injected fault: \(op.rawValue) not run")
+        let body = try await request.collectWire(context: context)
+        let coordinator = request.coordinatorURL
+        if let coordinator { await coordinators.note(coordinator) }
+        if body.first(where: { !WireJSON.isWhitespace($0) }) == UInt8(ascii: "[") {
+            guard !op.isFirstPhase else { throw ProtocolError.badRequest("\(op.path) takes one branch request; only second-phase operations take an array") }
+            let items = try WireJSON.decode([BranchRequest].self, from: body)
+            guard (1...Limits.maxBatchItems).contains(items.count) else {
+                throw ProtocolError.badRequest("a batch holds 1 to \(Limits.maxBatchItems) branch requests, not \(items.count)")
             }
+            return try await handleBatch(op, items, context: context)
         }
+        let branch = try WireJSON.decode(BranchRequest.self, from: body)
+        try branch.validate()
+        var logger = context.logger
+        logger[metadataKey: "dtx.worker_event_id"] = "\(branch.workerEventId)"
+        logger[metadataKey: "dtx.product_id"] = "\(branch.productId)"
+        logger[metadataKey: "dtx.op"] = "\(op.mode.rawValue).\(op.rawValue)"
+        try await injectFaultsBefore(op)
         let start = ContinuousClock.now
         do {
-            let result: BranchResponse
-            do {
-                result = try await withDeadline(operationTimeout) { try await ledger.perform(op, body) }
-            } catch is DeadlineExceeded {
-                throw ProtocolError(.databaseUnavailable, "the database did not answer within \(operationTimeout): retry")
-            }
+            let result = try await withOperationTimeout { try await ledger.perform(op, branch, coordinator: coordinator) }
             registry.latencyHistogram("dtx_branch_duration_seconds", [("mode", op.mode.rawValue), ("op", op.rawValue)])
                 .record(ContinuousClock.now - start)
             self.count(op, outcome: result.effect.rawValue)
-            logger.debug("branch operation", metadata: ["dtx.effect": "\(result.effect.rawValue)"])
-            if faults.lostReplyRate > 0 && Double.random(in: 0..<1) < faults.lostReplyRate {
-                throw ProtocolError(.injectedFault, "injected fault: \(op.rawValue) was done but this reply says it was not")
-            }
+            if logger.logLevel <= .debug { logger.debug("branch operation", metadata: ["dtx.effect": "\(result.effect.rawValue)"]) }
+            try injectFaultsAfter(op)
             return try .wire(result)
         } catch let error as ProtocolError {
             self.count(op, outcome: error.code.rawValue)
             if error.httpStatus >= 500 {
                 logger.warning("branch operation failed", metadata: ["dtx.error": "\(error)"])
-            } else {
+            } else if logger.logLevel <= .debug {
                 logger.debug("branch operation refused", metadata: ["dtx.error": "\(error)"])
             }
             throw error
+        }
+    }
+
+    func handleBatch(_ op: BranchOperation, _ requests: [BranchRequest], context: DTXRequestContext) async throws -> Response {
+        var items = [BranchBatchItem?](repeating: nil, count: requests.count)
+        var valid: [(Int, BranchRequest)] = []
+        for (index, request) in requests.enumerated() {
+            do {
+                try request.validate()
+                valid.append((index, request))
+            } catch {
+                items[index] = BranchBatchItem(workerEventId: request.workerEventId, productId: request.productId, httpStatus: 400, result: nil, error: error)
+            }
+        }
+        try await injectFaultsBefore(op)
+        let start = ContinuousClock.now
+        let validRequests = valid.map(\.1)
+        let done = try await withOperationTimeout { await ledger.performBatch(op, validRequests) }
+        registry.latencyHistogram("dtx_branch_batch_duration_seconds", [("mode", op.mode.rawValue), ("op", op.rawValue)])
+            .record(ContinuousClock.now - start)
+        registry.counter("dtx_branch_batches_total", [("mode", op.mode.rawValue), ("op", op.rawValue)]).increment()
+        for ((index, _), item) in zip(valid, done) {
+            items[index] = item
+            self.count(op, outcome: item.result?.effect.rawValue ?? item.error?.code.rawValue ?? "unknown")
+            if item.httpStatus >= 500 {
+                context.logger.warning("batched branch operation failed", metadata: [
+                    "dtx.worker_event_id": "\(item.workerEventId)", "dtx.op": "\(op.mode.rawValue).\(op.rawValue)", "dtx.error": "\(item.error.map { "\($0)" } ?? "")",
+                ])
+            }
+        }
+        try injectFaultsAfter(op)
+        return try .wire(items.map { $0! })
+    }
+
+    /// A branch operation that takes longer than `operationTimeout` (the database is down, say) is answered 503; it
+    /// may still finish later, which the barrier makes harmless.
+    private func withOperationTimeout<T: Sendable>(_ body: @escaping @Sendable () async throws -> T) async throws -> T {
+        do {
+            return try await withDeadline(operationTimeout, body)
+        } catch is DeadlineExceeded {
+            throw ProtocolError(.databaseUnavailable, "the database did not answer within \(operationTimeout): retry")
+        }
+    }
+
+    private func injectFaultsBefore(_ op: BranchOperation) async throws {
+        guard faults.isActive else { return }
+        if faults.delayRate > 0 && Double.random(in: 0..<1) < faults.delayRate { try await Task.sleep(for: faults.delay) }
+        if faults.errorRate > 0 && Double.random(in: 0..<1) < faults.errorRate {
+            self.count(op, outcome: "injected_fault")
+            throw ProtocolError(.injectedFault, "injected fault: \(op.rawValue) not run")
+        }
+    }
+
+    private func injectFaultsAfter(_ op: BranchOperation) throws {
+        if faults.lostReplyRate > 0 && Double.random(in: 0..<1) < faults.lostReplyRate {
+            throw ProtocolError(.injectedFault, "injected fault: \(op.rawValue) was done but this reply says it was not")
         }
     }
 

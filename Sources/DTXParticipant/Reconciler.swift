@@ -1,19 +1,29 @@
 import DTXHTTP
 import DTXProtocol
+import Foundation
 import Logging
 import PostgresNIO
 import Prometheus
 import ServiceLifecycle
 
-/// The participant's scheduled job (the documented 5-minute status check, interval configurable):
-/// - rows in `confirm_pending` are finalized locally (the coordinator's decision is already known: commit);
-/// - rows left in `try` and prepared transactions left in doubt, older than `staleAfter`, ask the coordinator for
-///   the outcome and are confirmed or cancelled, committed or rolled back; with no answer they wait for the next run.
+/// The participant's scheduled job (the documented 5-minute status check, interval configurable), in this order:
+/// 1. prepared transactions left in doubt (they hold row locks that the rest may wait for) ask the coordinator and
+///    are committed or rolled back;
+/// 2. rows in `confirm_pending` are finalized locally (the coordinator's decision is known: commit);
+/// 3. rows left in `try` past `staleAfter` ask the coordinator and are confirmed or cancelled.
+///
+/// Every stale row is visited, page by page; an error on one row is logged and counted
+/// (`dtx_reconciler_errors_total`) and the pass goes on with the next. Whom to ask comes from the row itself (the
+/// coordinator that called), else `--coordinator`, else every coordinator that has called: a branch never waits for
+/// ever because a flag was left out. A coordinator that answers 404 `unknown_transaction` never logged that
+/// transaction (its first record was lost in a crash of its database): presumed abort.
 public struct Reconciler: Service {
     public struct Configuration: Sendable {
         public var interval: Duration = .seconds(300)
         public var staleAfter: Duration = .seconds(30)
         public var coordinatorTimeout: Duration = .seconds(3)
+        /// Rows read per query while paging through the stale ones.
+        public var pageSize = 500
         public init() {}
     }
 
@@ -26,11 +36,13 @@ public struct Reconciler: Service {
         public var rolledBack = 0
         /// Stale branches whose outcome is not known yet.
         public var waiting = 0
+        /// Rows whose resolution failed this run (logged; tried again next run).
+        public var errors = 0
         public init() {}
     }
 
     let ledger: StockLedger
-    let coordinatorURL: String?
+    let coordinators: KnownCoordinators
     let client: ServiceClient
     let configuration: Configuration
     let registry: PrometheusCollectorRegistry
@@ -45,107 +57,167 @@ public struct Reconciler: Service {
         }
     }
 
-    /// One pass over every leftover state. Errors are logged, never thrown: the next run tries again.
+    /// One pass over every leftover state. Errors are logged and counted, never thrown: the next run tries again.
     public func runOnce() async -> Report {
         var report = Report()
-        do {
-            try await finalizeConfirmPending(&report)
-            try await resolveStaleTries(&report)
-            try await resolveInDoubt(&report)
-        } catch {
-            logger.warning("reconciler run stopped early", metadata: ["dtx.error": "\(error)"])
+        await resolveInDoubt(&report)
+        await page(status: .confirmPending, olderThan: .zero, &report) { row, report in
+            _ = try await ledger.perform(.tccFinalize, row.branch)
+            report.finalized += 1
+        }
+        await page(status: .tried, olderThan: configuration.staleAfter, &report) { row, report in
+            try await resolveStaleTry(row, &report)
         }
         for (action, count) in [("finalized", report.finalized), ("confirmed", report.confirmed), ("cancelled", report.cancelled),
                                 ("committed", report.committed), ("rolled_back", report.rolledBack)] where count > 0 {
             registry.counter("dtx_reconciler_actions_total", [("action", action)]).increment(by: Int64(count))
         }
+        if report.errors > 0 { registry.counter("dtx_reconciler_errors_total").increment(by: Int64(report.errors)) }
         if report != Report() {
             logger.info("reconciler run", metadata: [
                 "dtx.finalized": "\(report.finalized)", "dtx.confirmed": "\(report.confirmed)", "dtx.cancelled": "\(report.cancelled)",
                 "dtx.committed": "\(report.committed)", "dtx.rolled_back": "\(report.rolledBack)", "dtx.waiting": "\(report.waiting)",
+                "dtx.errors": "\(report.errors)",
             ])
         }
         return report
     }
 
-    private func finalizeConfirmPending(_ report: inout Report) async throws {
-        for request in try await rows(status: .confirmPending, olderThan: .zero) {
-            _ = try await ledger.perform(.tccFinalize, request.branch)
-            report.finalized += 1
-        }
+    /// A branch row the reconciler may have to move.
+    struct Row: Sendable {
+        var id: Int64
+        var branch: BranchRequest
+        var mode: Mode
+        var coordinator: String?
+        var updatedAt: Date
     }
 
-    private func resolveStaleTries(_ report: inout Report) async throws {
-        for row in try await rows(status: .tried, olderThan: configuration.staleAfter) {
-            guard let decision = await decision(for: row.branch.workerEventId) else {
-                report.waiting += 1
-                continue
-            }
-            switch (row.mode, decision) {
-            case (.tcc, .commit):
-                _ = try await ledger.perform(.tccConfirm, row.branch)
-                _ = try await ledger.perform(.tccFinalize, row.branch)
-                report.confirmed += 1
-            case (.tcc, .abort):
-                _ = try await ledger.perform(.tccCancel, row.branch)
-                report.cancelled += 1
-            case (.saga, .commit):
-                _ = try await ledger.perform(.sagaConfirm, row.branch)
-                report.confirmed += 1
-            case (.saga, .abort):
-                _ = try await ledger.perform(.sagaCompensate, row.branch)
-                report.cancelled += 1
-            case (.xa, _):
-                continue  // XA rows are written committed; nothing stays in 'try'
-            }
+    private func resolveInDoubt(_ report: inout Report) async {
+        let branches: [BranchRequest]
+        do {
+            branches = try await ledger.inDoubt(olderThan: configuration.staleAfter)
+        } catch {
+            failed("in-doubt prepared transactions", error, &report)
+            return
         }
-    }
-
-    private func resolveInDoubt(_ report: inout Report) async throws {
-        for branch in try await ledger.inDoubt(olderThan: configuration.staleAfter) {
-            switch await decision(for: branch.workerEventId) {
-            case .commit:
-                _ = try await ledger.perform(.xaCommit, branch)
-                report.committed += 1
-            case .abort:
-                _ = try await ledger.perform(.xaRollback, branch)
-                report.rolledBack += 1
-            case nil:
-                report.waiting += 1
+        for branch in branches {
+            do {
+                switch await decision(for: branch.workerEventId, stored: nil) {
+                case .commit:
+                    _ = try await ledger.perform(.xaCommit, branch)
+                    report.committed += 1
+                case .abort:
+                    _ = try await ledger.perform(.xaRollback, branch)
+                    report.rolledBack += 1
+                case nil:
+                    report.waiting += 1
+                }
+            } catch {
+                failed("worker_event \(branch.workerEventId)", error, &report)
             }
         }
     }
 
-    private func rows(status: RowStatus, olderThan: Duration) async throws -> [(branch: BranchRequest, mode: Mode)] {
+    private func resolveStaleTry(_ row: Row, _ report: inout Report) async throws {
+        guard let decision = await decision(for: row.branch.workerEventId, stored: row.coordinator) else {
+            report.waiting += 1
+            return
+        }
+        switch (row.mode, decision) {
+        case (.tcc, .commit):
+            _ = try await ledger.perform(.tccConfirm, row.branch)
+            _ = try await ledger.perform(.tccFinalize, row.branch)
+            report.confirmed += 1
+        case (.tcc, .abort):
+            _ = try await ledger.perform(.tccCancel, row.branch)
+            report.cancelled += 1
+        case (.saga, .commit):
+            _ = try await ledger.perform(.sagaConfirm, row.branch)
+            report.confirmed += 1
+        case (.saga, .abort):
+            _ = try await ledger.perform(.sagaCompensate, row.branch)
+            report.cancelled += 1
+        case (.xa, _):
+            break  // XA rows are written committed; nothing stays in 'try'
+        }
+    }
+
+    /// Visits every row in `status` not updated for `olderThan`, oldest first, a page at a time; `body` runs per row,
+    /// and a row it fails on is logged and counted.
+    private func page(
+        status: RowStatus, olderThan: Duration, _ report: inout Report, _ body: (Row, inout Report) async throws -> Void
+    ) async {
+        var after: (Date, Int64)?
+        while true {
+            let rows: [Row]
+            do {
+                rows = try await self.rows(status: status, olderThan: olderThan, after: after)
+            } catch {
+                failed("reading rows in \(status.rawValue)", error, &report)
+                return
+            }
+            for row in rows {
+                do {
+                    try await body(row, &report)
+                } catch {
+                    failed("worker_event \(row.branch.workerEventId)", error, &report)
+                }
+            }
+            guard rows.count == configuration.pageSize, let last = rows.last else { return }
+            after = (last.updatedAt, last.id)
+        }
+    }
+
+    private func rows(status: RowStatus, olderThan: Duration, after: (Date, Int64)?) async throws -> [Row] {
+        let cursorTime = after?.0 ?? Date.distantPast
+        let cursorID = after?.1 ?? 0
         let rows = try await ledger.client.query(
             """
-            SELECT worker_event_id, product_id, quantity, mode FROM transactions
+            SELECT id, worker_event_id, product_id, quantity, mode, coordinator_url, updated_at FROM transactions
             WHERE status = \(status.rawValue) AND updated_at <= now() - make_interval(secs => \(olderThan.inSeconds))
-            ORDER BY updated_at LIMIT 1000
+              AND (updated_at, id) > (\(cursorTime), \(cursorID))
+            ORDER BY updated_at, id LIMIT \(configuration.pageSize)
             """,
             logger: logger
         )
-        var found: [(BranchRequest, Mode)] = []
-        for try await (worker, product, quantity, mode) in rows.decode((Int64, Int64, Int64, String).self) {
+        var found: [Row] = []
+        for try await (id, worker, product, quantity, mode, coordinator, updatedAt) in rows.decode((Int64, Int64, Int64, Int64, String, String?, Date).self) {
             guard let mode = Mode(rawValue: mode) else { continue }
-            found.append((BranchRequest(workerEventId: worker, productId: product, quantity: quantity), mode))
+            found.append(Row(
+                id: id, branch: BranchRequest(workerEventId: worker, productId: product, quantity: quantity), mode: mode,
+                coordinator: coordinator, updatedAt: updatedAt
+            ))
         }
         return found
     }
 
-    /// The coordinator's decision for a global transaction; nil when it has none yet or cannot be asked.
-    func decision(for workerEventId: Int64) async -> Decision? {
-        guard let coordinatorURL else { return nil }
-        do {
-            let reply = try await client.get("\(coordinatorURL)/v1/transactions/\(workerEventId)", timeout: configuration.coordinatorTimeout)
-            guard reply.status == 200 else {
-                logger.warning("coordinator has no outcome", metadata: ["dtx.worker_event_id": "\(workerEventId)", "dtx.http_status": "\(reply.status)"])
-                return nil
+    private func failed(_ what: String, _ error: any Error, _ report: inout Report) {
+        report.errors += 1
+        logger.warning("reconciler could not resolve a branch: next run tries again", metadata: ["dtx.what": "\(what)", "dtx.error": "\(error)"])
+    }
+
+    /// The coordinators' decision for a global transaction, asking each candidate until one knows; nil when none has
+    /// decided yet or none can be asked.
+    func decision(for workerEventId: Int64, stored: String?) async -> Decision? {
+        for url in await coordinators.candidates(for: stored) {
+            do {
+                let reply = try await client.get("\(url)/v1/transactions/\(workerEventId)", timeout: configuration.coordinatorTimeout)
+                if reply.status == 200 { return try reply.decode(TransactionView.self).decision }
+                if reply.status == 404, reply.error?.code == .unknownTransaction {
+                    logger.info("the coordinator never logged this transaction: presumed abort", metadata: [
+                        "dtx.worker_event_id": "\(workerEventId)", "dtx.coordinator": "\(url)",
+                    ])
+                    return .abort
+                }
+                logger.warning("coordinator has no outcome", metadata: [
+                    "dtx.worker_event_id": "\(workerEventId)", "dtx.coordinator": "\(url)", "dtx.http_status": "\(reply.status)",
+                ])
+            } catch {
+                logger.warning("coordinator not reachable", metadata: [
+                    "dtx.worker_event_id": "\(workerEventId)", "dtx.coordinator": "\(url)", "dtx.error": "\(error)",
+                ])
             }
-            return try reply.decode(TransactionView.self).decision
-        } catch {
-            logger.warning("coordinator not reachable", metadata: ["dtx.worker_event_id": "\(workerEventId)", "dtx.error": "\(error)"])
-            return nil
         }
+        return nil
     }
 }

@@ -16,106 +16,101 @@ extension StockLedger {
     /// The prefix of this service's gids, for finding its in-doubt transactions.
     var gidPrefix: String { "dtx-\(databaseOID)-\(service)-" }
 
-    func isPrepared(_ connection: PostgresConnection, gid: String) async throws -> Bool {
-        try await connection.query("SELECT 1 FROM pg_prepared_xacts WHERE gid = \(gid)", logger: logger).count() == 1
-    }
-
-    /// BEGIN; barrier; take stock; row 'confirm'; PREPARE TRANSACTION. The row and the stock change become visible
-    /// at COMMIT PREPARED; until then the prepared transaction holds the product's row lock.
-    func prepare(_ request: BranchRequest) async throws -> BranchResponse {
+    /// BEGIN; `dtx_first_phase` (barrier, stock, row 'confirm'); PREPARE TRANSACTION: three round trips, the fewest
+    /// the extended protocol allows (it carries one statement per message). The row and the stock change become
+    /// visible at COMMIT PREPARED; until then the prepared transaction holds the product's row lock.
+    func prepare(_ request: BranchRequest, coordinator: String?) async throws -> BranchResponse {
+        guard xaEnabled else {
+            throw ProtocolError(
+                .xaUnavailable,
+                "XA is not available at \(service): its PostgreSQL server has max_prepared_transactions = 0 (nothing was prepared); "
+                    + "set it above 0 (e.g. 100) and restart that server, or use TCC or Saga"
+            )
+        }
         let gid = self.gid(request)
-        do {
-            return try await client.withConnection { connection in
-                if try await isPrepared(connection, gid: gid) { return response(request, .xaPrepare, .duplicate, nil) }
-                try await connection.query("BEGIN", logger: logger)
-                do {
-                    try await connection.query(lockTimeoutSQL, logger: logger)
-                    guard try await barrier(connection, request, .xaPrepare) else {
-                        try await connection.query("ROLLBACK", logger: logger)
-                        return try await self.afterPrepareBarrierTaken(connection, request)
-                    }
-                    try await takeStock(connection, request)
-                    try await insertRow(connection, request, status: .confirmed, mode: .xa)
-                    try await connection.query(PostgresQuery(unsafeSQL: "PREPARE TRANSACTION '\(gid)'"), logger: logger)
-                    return response(request, .xaPrepare, .applied, nil)
-                } catch {
-                    // After a failed statement the session is in an aborted transaction; after a failed PREPARE it
-                    // may be in none. ROLLBACK is right (or harmless) in both.
-                    _ = try? await connection.query("ROLLBACK", logger: logger).count()
+        return try await client.withConnection { connection in
+            try await connection.query("BEGIN", logger: logger)
+            do {
+                let rows = try await connection.query(
+                    """
+                    SELECT effect, status FROM dtx_first_phase('prepare', 'xa', 'confirm', \(request.workerEventId), \(request.productId), \
+                    \(request.quantity), \(service), \(lockTimeoutMilliseconds), \(request.notAfter)::timestamptz, \(coordinator), \(gid))
+                    """,
+                    logger: logger
+                )
+                for try await _ in rows {}
+                try await connection.query(PostgresQuery(unsafeSQL: "PREPARE TRANSACTION '\(gid)'"), logger: logger)
+                return BranchResponse(workerEventId: request.workerEventId, productId: request.productId, operation: .xaPrepare, effect: .applied, status: nil)
+            } catch {
+                // After a failed statement the session is in an aborted transaction; after a failed PREPARE it may be in
+                // none. ROLLBACK is right (or harmless) in both.
+                _ = try? await connection.query("ROLLBACK", logger: logger).count()
+                switch error.sqlState {
+                case "DX010":
+                    return BranchResponse(workerEventId: request.workerEventId, productId: request.productId, operation: .xaPrepare, effect: .duplicate, status: nil)
+                case "DX011":
+                    return BranchResponse(workerEventId: request.workerEventId, productId: request.productId, operation: .xaPrepare, effect: .duplicate, status: .confirmed)
+                case SQLState.objectNotInPrerequisiteState.rawValue:
+                    throw ProtocolError(.xaUnavailable, "XA is not available at \(service): \(error.postgresMessage)")
+                default:
                     throw error
                 }
             }
-        } catch {
-            throw Self.translate(error)
         }
-    }
-
-    /// The prepare barrier row is already committed: the branch was committed (its row exists) or rolled back.
-    private func afterPrepareBarrierTaken(_ connection: PostgresConnection, _ request: BranchRequest) async throws -> BranchResponse {
-        let status = try await connection.query(
-            "SELECT status FROM transactions WHERE worker_event_id = \(request.workerEventId) AND product_id = \(request.productId)",
-            logger: logger
-        ).count()
-        if status == 1 { return response(request, .xaPrepare, .duplicate, .confirmed) }
-        throw ProtocolError(.branchCancelled, "branch \(request.workerEventId)/\(request.productId) was rolled back before this prepare arrived")
     }
 
     /// COMMIT PREPARED. "Does not exist" after an earlier commit is success.
     func commitPrepared(_ request: BranchRequest) async throws -> BranchResponse {
-        let gid = self.gid(request)
         do {
-            try await client.query(PostgresQuery(unsafeSQL: "COMMIT PREPARED '\(gid)'"), logger: logger)
-            return response(request, .xaCommit, .applied, .confirmed)
+            try await client.query(PostgresQuery(unsafeSQL: "COMMIT PREPARED '\(gid(request))'"), logger: logger)
+            return BranchResponse(workerEventId: request.workerEventId, productId: request.productId, operation: .xaCommit, effect: .applied, status: .confirmed)
         } catch where error.hasSQLState(.undefinedObject) {
-            let status = try await branchStatus(workerEventId: request.workerEventId, productId: request.productId)
-            if status.status == .confirmed { return response(request, .xaCommit, .duplicate, .confirmed) }
-            let rolledBack = try await client.query(
-                "SELECT 1 FROM barrier WHERE gid = \(request.workerEventId) AND branch_id = \(request.productId) AND op = 'rollback'",
-                logger: logger
-            ).count() == 1
-            throw rolledBack
-                ? ProtocolError(.branchCancelled, "branch \(request.workerEventId)/\(request.productId) was rolled back: it cannot commit")
-                : ProtocolError(.branchNotTried, "branch \(request.workerEventId)/\(request.productId) was never prepared at \(service)")
-        } catch {
-            throw Self.translate(error)
+            let rows = try await client.query(
+                "SELECT effect, refusal FROM dtx_xa_commit_missing(\(request.workerEventId), \(request.productId))", logger: logger
+            )
+            for try await (effect, refusal) in rows.decode((String, String?).self) {
+                if let refusal { throw refusalError(ProtocolError.Code(rawValue: refusal), .xaCommit, request, status: nil) }
+                return try response(request, .xaCommit, effect: effect, status: RowStatus.confirmed.rawValue)
+            }
+            throw ProtocolError(.internalError, "dtx_xa_commit_missing returned no row")
         }
     }
 
-    /// ROLLBACK PREPARED, then the barrier rows so that a late prepare does nothing.
+    /// ROLLBACK PREPARED, then the barrier rows so that a late prepare does nothing: two round trips (ROLLBACK PREPARED
+    /// cannot run inside a transaction, so not in the function).
     ///
-    /// A prepare still in flight holds its uncommitted barrier row: the insert here waits for it and gives up at
+    /// A prepare still in flight holds its uncommitted barrier row: the insert waits for it and gives up at
     /// `lock_timeout` with a 503; the retry then finds the transaction prepared and rolls it back.
     func rollbackPrepared(_ request: BranchRequest) async throws -> BranchResponse {
-        let gid = self.gid(request)
         var rolledBack = false
         do {
-            try await client.query(PostgresQuery(unsafeSQL: "ROLLBACK PREPARED '\(gid)'"), logger: logger)
+            try await client.query(PostgresQuery(unsafeSQL: "ROLLBACK PREPARED '\(gid(request))'"), logger: logger)
             rolledBack = true
         } catch where error.hasSQLState(.undefinedObject) {
-            // not prepared (any more): go on to the barrier
-        } catch {
-            throw Self.translate(error)
+            // not prepared (any more, or ever: also on a server without 2PC): go on to the barrier
         }
-        let undoneBefore = rolledBack
-        return try await transaction { connection in
-            let originIsNew = try await barrier(connection, request, .xaPrepare)
-            let opIsNew = try await barrier(connection, request, .xaRollback)
-            if !originIsNew, try await row(connection, request) != nil {
-                throw ProtocolError(.branchConfirmed, "branch \(request.workerEventId)/\(request.productId) is committed: rollback is refused")
-            }
-            if undoneBefore { return response(request, .xaRollback, .applied, nil) }
-            if !opIsNew { return response(request, .xaRollback, .duplicate, nil) }
-            return response(request, .xaRollback, originIsNew ? .nullCompensation : .applied, nil)
+        let rows = try await client.query(
+            """
+            SELECT effect, refusal FROM dtx_xa_rollback_barrier(\(request.workerEventId), \(request.productId), \(rolledBack), \
+            \(lockTimeoutMilliseconds))
+            """,
+            logger: logger
+        )
+        for try await (effect, refusal) in rows.decode((String, String?).self) {
+            if let refusal { throw refusalError(ProtocolError.Code(rawValue: refusal), .xaRollback, request, status: "committed") }
+            return try response(request, .xaRollback, effect: effect, status: nil)
         }
+        throw ProtocolError(.internalError, "dtx_xa_rollback_barrier returned no row")
     }
 
-    /// This service's prepared transactions older than `olderThan`, as (worker_event_id, product_id).
+    /// This service's prepared transactions older than `olderThan`, oldest first, as (worker_event_id, product_id).
     func inDoubt(olderThan: Duration) async throws -> [BranchRequest] {
         let rows = try await client.query(
             """
             SELECT gid FROM pg_prepared_xacts
             WHERE database = current_database() AND starts_with(gid, \(gidPrefix))
               AND prepared < now() - make_interval(secs => \(olderThan.inSeconds))
+            ORDER BY prepared
             """,
             logger: logger
         )

@@ -3,199 +3,224 @@ import DTXProtocol
 import Logging
 import PostgresNIO
 
-/// The participant's database work: every branch operation as ONE local transaction that holds its barrier insert,
-/// its stock change and its `transactions` row change (DESIGN section 4).
+/// The participant's database work: every branch operation is ONE statement, a server-side function of
+/// sql/participant/004 that does the barrier insert, the stock change and the row change in the statement's own
+/// transaction (DESIGN section 4): one database round trip per operation (XA prepare: BEGIN, the function,
+/// PREPARE TRANSACTION, which PostgreSQL allows no fewer of through the extended protocol).
 ///
 /// Barrier rules, by one unique key `(gid, branch_id, op)`:
 /// - the current op's row is already there: a duplicate, succeed without touching stock;
 /// - an undo (cancel / compensate / rollback) also inserts its origin op's row: if that insert succeeds, the origin
-///   never ran: a null compensation, succeed without touching stock, and the late origin then finds its row taken.
+///   never ran: a null compensation, succeed without touching stock, and the late origin then finds its row taken;
+/// - an undo of a row past the commit point (`confirm`, `confirm_pending`) is refused and changes nothing.
 public struct StockLedger: Sendable {
     let client: PostgresClient
     let service: String
     /// The database's OID: part of XA gids, which are unique per server, not per database.
     let databaseOID: Int64
     let lockTimeout: Duration
+    /// False when the server has max_prepared_transactions = 0: prepares are refused (409 xa_unavailable).
+    let xaEnabled: Bool
     let logger: Logger
 
-    public init(client: PostgresClient, service: String, databaseOID: Int64, lockTimeout: Duration, logger: Logger) {
+    public init(client: PostgresClient, service: String, databaseOID: Int64, lockTimeout: Duration, xaEnabled: Bool, logger: Logger) {
         self.client = client
         self.service = service
         self.databaseOID = databaseOID
         self.lockTimeout = lockTimeout
+        self.xaEnabled = xaEnabled
         self.logger = logger
     }
 
-    var lockTimeoutSQL: PostgresQuery { settingsSQL(durable: true) }
+    var lockTimeoutMilliseconds: Int32 { Int32(clamping: max(lockTimeout.inMilliseconds, 1)) }
 
-    /// `lock_timeout` for this transaction, and for a second-phase operation `synchronous_commit = off`, in one
-    /// round trip.
-    ///
-    /// Why a second-phase operation (confirm, finalize, cancel, compensate) need not wait for its WAL flush: if the
-    /// machine crashes and loses it, the row is back in `try`, and both the coordinator (which retries until it has
-    /// logged the transaction final) and this participant's reconciler (which asks the coordinator about stale `try`
-    /// rows) apply it again. A first-phase operation must be durable before it answers: the coordinator decides on it.
-    func settingsSQL(durable: Bool) -> PostgresQuery {
-        let ms = max(lockTimeout.inMilliseconds, 1)
-        return durable
-            ? PostgresQuery(unsafeSQL: "SELECT set_config('lock_timeout', '\(ms)ms', true)")
-            : PostgresQuery(unsafeSQL: "SELECT set_config('lock_timeout', '\(ms)ms', true), set_config('synchronous_commit', 'off', true)")
-    }
-
-    /// One local transaction with `lock_timeout` set; a lock wait past it becomes a 503 the caller retries.
-    func transaction<Result: Sendable>(durable: Bool = true, _ body: (PostgresConnection) async throws -> Result) async throws -> Result {
+    /// Runs one branch operation. `coordinator` is the calling coordinator's URL, stored with a new branch.
+    public func perform(_ op: BranchOperation, _ request: BranchRequest, coordinator: String? = nil) async throws -> BranchResponse {
         do {
-            return try await client.transaction(logger: logger) { connection in
-                try await connection.query(settingsSQL(durable: durable), logger: logger)
-                return try await body(connection)
+            switch op {
+            case .tccTry, .sagaReserve:
+                return try await firstPhase(op, request, coordinator: coordinator)
+            case .xaPrepare:
+                return try await prepare(request, coordinator: coordinator)
+            case .xaCommit:
+                return try await commitPrepared(request)
+            case .xaRollback:
+                return try await rollbackPrepared(request)
+            case .tccConfirm, .tccFinalize, .sagaConfirm, .tccCancel, .sagaCompensate:
+                switch try await secondPhase(op, [request], skipLocked: false)[0] {
+                case .done(let response): return response
+                case .refused(let error): throw error
+                case .busy: throw ProtocolError(.lockTimeout, "the branch row is held by another transaction: retry")
+                }
             }
         } catch {
             throw Self.translate(error)
         }
     }
 
-    /// PostgreSQL errors a caller should retry become 503 protocol errors; business errors pass through.
-    static func translate(_ error: any Error) -> any Error {
-        if error is ProtocolError { return error }
-        switch error.sqlState {
-        case SQLState.lockNotAvailable.rawValue:
-            return ProtocolError(.lockTimeout, "a row lock was not granted in time: retry")
-        case SQLState.serializationFailure.rawValue, SQLState.deadlockDetected.rawValue:
-            return ProtocolError(.lockTimeout, "\(error.postgresMessage): retry")
-        case .some:
-            return ProtocolError(.databaseUnavailable, error.postgresMessage)
-        case .none:
-            return ProtocolError(.databaseUnavailable, "database error: \(error)")
+    /// Runs many second-phase operations of one kind: one statement for all of them (TCC and Saga), or one round trip
+    /// each, at once (XA). One item's refusal or failure never fails another.
+    public func performBatch(_ op: BranchOperation, _ requests: [BranchRequest]) async -> [BranchBatchItem] {
+        switch op {
+        case .xaCommit, .xaRollback:
+            return await withTaskGroup(of: (Int, BranchBatchItem).self) { group in
+                for (index, request) in requests.enumerated() {
+                    group.addTask { (index, await self.item(op, request) { try await self.perform(op, request) }) }
+                }
+                var items = [BranchBatchItem?](repeating: nil, count: requests.count)
+                for await (index, item) in group { items[index] = item }
+                return items.map { $0! }
+            }
+        default:
+            do {
+                var items: [BranchBatchItem] = []
+                for (request, outcome) in zip(requests, try await secondPhase(op, requests, skipLocked: true)) {
+                    switch outcome {
+                    case .done(let response): items.append(await item(op, request) { response })
+                    case .refused(let error): items.append(await item(op, request) { throw error })
+                    // a row another transaction held: run it alone, waiting for the lock like a single call does
+                    case .busy: items.append(await item(op, request) { try await self.perform(op, request) })
+                    }
+                }
+                return items
+            } catch {
+                let error = Self.translate(error) as? ProtocolError ?? ProtocolError(.databaseUnavailable, "\(error)")
+                return requests.map { BranchBatchItem(workerEventId: $0.workerEventId, productId: $0.productId, httpStatus: error.httpStatus, result: nil, error: error) }
+            }
         }
     }
 
-    // MARK: Shared steps
-
-    /// Inserts a barrier row; true when it was inserted now, false when it was there already.
-    func barrier(_ connection: PostgresConnection, _ request: BranchRequest, _ op: BranchOperation) async throws -> Bool {
-        try await connection.query(
-            """
-            INSERT INTO barrier (gid, branch_id, op) VALUES (\(request.workerEventId), \(request.productId), \(op.rawValue))
-            ON CONFLICT DO NOTHING RETURNING 1
-            """,
-            logger: logger
-        ).count() == 1
-    }
-
-    /// The branch row, locked for the rest of the transaction.
-    func row(_ connection: PostgresConnection, _ request: BranchRequest) async throws -> (status: RowStatus, quantity: Int64, mode: String)? {
-        let rows = try await connection.query(
-            """
-            SELECT status, quantity, mode FROM transactions
-            WHERE worker_event_id = \(request.workerEventId) AND product_id = \(request.productId) FOR UPDATE
-            """,
-            logger: logger
-        )
-        for try await (status, quantity, mode) in rows.decode((String, Int64, String).self) {
-            guard let status = RowStatus(rawValue: status) else { throw ProtocolError(.internalError, "unknown row status \(status)") }
-            return (status, quantity, mode)
-        }
-        return nil
-    }
-
-    /// Takes `quantity` from the product's stock, or throws the 409 that says why not.
-    func takeStock(_ connection: PostgresConnection, _ request: BranchRequest) async throws {
-        let taken = try await connection.query(
-            "UPDATE products SET stock = stock - \(request.quantity) WHERE id = \(request.productId) AND stock >= \(request.quantity) RETURNING stock",
-            logger: logger
-        ).count()
-        guard taken == 0 else { return }
-        let exists = try await connection.query("SELECT 1 FROM products WHERE id = \(request.productId)", logger: logger).count() == 1
-        throw exists
-            ? ProtocolError(.insufficientStock, "product \(request.productId) has less than \(request.quantity) in stock at \(service)")
-            : ProtocolError(.unknownProduct, "product \(request.productId) does not exist at \(service)")
-    }
-
-    func returnStock(_ connection: PostgresConnection, productId: Int64, quantity: Int64) async throws {
-        try await connection.query("UPDATE products SET stock = stock + \(quantity) WHERE id = \(productId)", logger: logger)
-    }
-
-    func insertRow(_ connection: PostgresConnection, _ request: BranchRequest, status: RowStatus, mode: Mode) async throws {
+    private func item(_ op: BranchOperation, _ request: BranchRequest, _ body: () async throws -> BranchResponse) async -> BranchBatchItem {
         do {
-            try await connection.query(
-                """
-                INSERT INTO transactions (service, product_id, quantity, status, worker_event_id, mode)
-                VALUES (\(service), \(request.productId), \(request.quantity), \(status.rawValue), \(request.workerEventId), \(mode.rawValue))
-                """,
-                logger: logger
-            )
-        } catch where error.hasSQLState(.uniqueViolation) {
-            throw ProtocolError(.branchConflict, "worker_event \(request.workerEventId) already has a branch for product \(request.productId) in another mode")
+            let result = try await body()
+            return BranchBatchItem(workerEventId: request.workerEventId, productId: request.productId, httpStatus: 200, result: result, error: nil)
+        } catch {
+            let error = error as? ProtocolError ?? ProtocolError(.internalError, "\(error)")
+            return BranchBatchItem(workerEventId: request.workerEventId, productId: request.productId, httpStatus: error.httpStatus, result: nil, error: error)
         }
-    }
-
-    func setStatus(_ connection: PostgresConnection, _ request: BranchRequest, _ status: RowStatus) async throws {
-        try await connection.query(
-            """
-            UPDATE transactions SET status = \(status.rawValue), updated_at = now()
-            WHERE worker_event_id = \(request.workerEventId) AND product_id = \(request.productId)
-            """,
-            logger: logger
-        )
-    }
-
-    func response(_ request: BranchRequest, _ op: BranchOperation, _ effect: BranchResponse.Effect, _ status: RowStatus?) -> BranchResponse {
-        BranchResponse(workerEventId: request.workerEventId, productId: request.productId, operation: op, effect: effect, status: status)
     }
 
     // MARK: First phase (try, reserve): take stock, row 'try'
 
-    func reserve(_ request: BranchRequest, op: BranchOperation) async throws -> BranchResponse {
-        try await transaction { connection in
-            guard try await barrier(connection, request, op) else {
-                if let row = try await row(connection, request) { return response(request, op, .duplicate, row.status) }
-                throw ProtocolError(.branchCancelled, "branch \(request.workerEventId)/\(request.productId) was cancelled before this \(op.rawValue) arrived")
-            }
-            try await takeStock(connection, request)
-            try await insertRow(connection, request, status: .tried, mode: op.mode)
-            return response(request, op, .applied, .tried)
+    func firstPhase(_ op: BranchOperation, _ request: BranchRequest, coordinator: String?) async throws -> BranchResponse {
+        let rows = try await client.query(
+            """
+            SELECT effect, status FROM dtx_first_phase(\(op.rawValue), \(op.mode.rawValue), 'try', \(request.workerEventId), \
+            \(request.productId), \(request.quantity), \(service), \(lockTimeoutMilliseconds), \(request.notAfter)::timestamptz, \
+            \(coordinator), NULL)
+            """,
+            logger: logger
+        )
+        for try await (effect, status) in rows.decode((String, String).self) {
+            return try response(request, op, effect: effect, status: status)
+        }
+        throw ProtocolError(.internalError, "dtx_first_phase returned no row")
+    }
+
+    // MARK: Second phase (confirm, finalize, saga confirm, cancel, compensate)
+
+    /// What one second-phase item came to in the database.
+    enum ItemOutcome: Sendable {
+        case done(BranchResponse)
+        case refused(ProtocolError)
+        /// A batch item whose row (or product row) another transaction held: not run, to be run alone.
+        case busy
+    }
+
+    /// The forward moves and undos, as `dtx_advance` and `dtx_undo` take them.
+    static func plan(_ op: BranchOperation) -> (function: String, from: RowStatus?, to: RowStatus, set: [RowStatus])? {
+        switch op {
+        case .tccConfirm: ("dtx_advance", .tried, .confirmPending, [.confirmPending, .confirmed])
+        case .tccFinalize: ("dtx_advance", .confirmPending, .confirmed, [.confirmed])
+        case .sagaConfirm: ("dtx_advance", .tried, .confirmed, [.confirmed])
+        // undo: `set` are the row states it may reverse
+        case .tccCancel: ("dtx_undo", nil, .cancelled, [.tried])
+        case .sagaCompensate: ("dtx_undo", nil, .compensated, [.tried])
+        default: nil
         }
     }
 
-    // MARK: Forward moves of an existing row (confirm, finalize, saga confirm)
+    func secondPhase(_ op: BranchOperation, _ requests: [BranchRequest], skipLocked: Bool) async throws -> [ItemOutcome] {
+        guard let plan = Self.plan(op) else { throw ProtocolError(.badRequest, "\(op.rawValue) is not a second-phase operation of TCC or Saga") }
+        let gids = requests.map(\.workerEventId)
+        let branches = requests.map(\.productId)
+        let set = plan.set.map(\.rawValue)
+        let rows: PostgresRowSequence
+        if let from = plan.from {
+            rows = try await client.query(
+                """
+                SELECT item, effect, status, refusal FROM dtx_advance(\(op.rawValue), \(gids), \(branches), \(from.rawValue), \
+                \(plan.to.rawValue), \(set), \(lockTimeoutMilliseconds), \(skipLocked))
+                """,
+                logger: logger
+            )
+        } else {
+            rows = try await client.query(
+                """
+                SELECT item, effect, status, refusal FROM dtx_undo(\(op.rawValue), \(op.origin!.rawValue), \(gids), \(branches), \
+                \(set), \(plan.to.rawValue), \(lockTimeoutMilliseconds), \(skipLocked))
+                """,
+                logger: logger
+            )
+        }
+        var items: [ItemOutcome] = []
+        items.reserveCapacity(requests.count)
+        for try await (index, effect, status, refusal) in rows.decode((Int32, String, String?, String?).self) {
+            let request = requests[Int(index) - 1]
+            if effect == "busy" {
+                items.append(.busy)
+            } else if let refusal {
+                items.append(.refused(refusalError(ProtocolError.Code(rawValue: refusal), op, request, status: status)))
+            } else {
+                items.append(.done(try response(request, op, effect: effect, status: status)))
+            }
+        }
+        guard items.count == requests.count else { throw ProtocolError(.internalError, "\(plan.function) answered \(items.count) of \(requests.count) items") }
+        return items
+    }
 
-    /// Moves the row from `from` to `to`; `done` are the states that mean the move has happened already.
-    func advance(_ request: BranchRequest, op: BranchOperation, from: RowStatus, to: RowStatus, done: Set<RowStatus>) async throws -> BranchResponse {
-        try await transaction(durable: false) { connection in
-            let inserted = try await barrier(connection, request, op)
-            guard let row = try await row(connection, request) else {
-                throw ProtocolError(.branchNotTried, "branch \(request.workerEventId)/\(request.productId) has no row at \(service): it was never tried")
-            }
-            if row.status == from {
-                try await setStatus(connection, request, to)
-                return response(request, op, inserted ? .applied : .duplicate, to)
-            }
-            if done.contains(row.status) { return response(request, op, .duplicate, row.status) }
-            if row.status == .cancelled || row.status == .compensated {
-                throw ProtocolError(.branchCancelled, "branch \(request.workerEventId)/\(request.productId) is \(row.status.rawValue): it cannot \(op.rawValue)")
-            }
-            throw ProtocolError(.invalidState, "branch \(request.workerEventId)/\(request.productId) is \(row.status.rawValue): \(op.rawValue) needs \(from.rawValue)")
+    func refusalError(_ code: ProtocolError.Code, _ op: BranchOperation, _ request: BranchRequest, status: String?) -> ProtocolError {
+        let branch = "branch \(request.workerEventId)/\(request.productId)"
+        switch code {
+        case .branchNotTried: return ProtocolError(code, "\(branch) has no row at \(service): it was never tried")
+        case .branchCancelled: return ProtocolError(code, "\(branch) is \(status ?? "rolled back"): it cannot \(op.rawValue)")
+        case .branchConfirmed: return ProtocolError(code, "\(branch) is \(status ?? "committed"): \(op.rawValue) after the commit point is refused")
+        default: return ProtocolError(code, "\(branch) is \(status ?? "missing"): \(op.rawValue) is refused")
         }
     }
 
-    // MARK: Undo (cancel, compensate): give stock back
+    func response(_ request: BranchRequest, _ op: BranchOperation, effect: String, status: String?) throws -> BranchResponse {
+        guard let effect = BranchResponse.Effect(rawValue: effect) else { throw ProtocolError(.internalError, "unknown effect \(effect)") }
+        var rowStatus: RowStatus?
+        if let status {
+            guard let parsed = RowStatus(rawValue: status) else { throw ProtocolError(.internalError, "unknown row status \(status)") }
+            rowStatus = parsed
+        }
+        return BranchResponse(workerEventId: request.workerEventId, productId: request.productId, operation: op, effect: effect, status: rowStatus)
+    }
 
-    /// `undoable`: the row states this undo may reverse; a row in another state is refused (409).
-    func undo(_ request: BranchRequest, op: BranchOperation, undoable: Set<RowStatus>, to: RowStatus) async throws -> BranchResponse {
-        guard let origin = op.origin else { preconditionFailure("\(op) is not an undo") }
-        return try await transaction(durable: false) { connection in
-            let originIsNew = try await barrier(connection, request, origin)
-            let opIsNew = try await barrier(connection, request, op)
-            let row = try await row(connection, request)
-            guard opIsNew else { return response(request, op, .duplicate, row?.status) }
-            guard !originIsNew, let row else { return response(request, op, .nullCompensation, row?.status) }
-            if row.status == to { return response(request, op, .duplicate, row.status) }
-            guard undoable.contains(row.status) else {
-                throw ProtocolError(.branchConfirmed, "branch \(request.workerEventId)/\(request.productId) is \(row.status.rawValue): \(op.rawValue) is refused")
-            }
-            try await returnStock(connection, productId: request.productId, quantity: row.quantity)
-            try await setStatus(connection, request, to)
-            return response(request, op, .applied, to)
+    // MARK: Errors
+
+    /// dtx's own SQLSTATE class `DX` (sql/participant/004): the refusals of the first phase.
+    static let refusals: [String: ProtocolError.Code] = [
+        "DX001": .insufficientStock, "DX002": .unknownProduct, "DX003": .branchCancelled, "DX004": .branchConfirmed,
+        "DX005": .branchNotTried, "DX006": .branchConflict, "DX007": .invalidState, "DX008": .deadlinePassed, "DX009": .branchPruned,
+    ]
+
+    /// PostgreSQL errors: dtx refusals become their 409s, lock waits and database trouble 503s the caller retries.
+    static func translate(_ error: any Error) -> any Error {
+        if error is ProtocolError { return error }
+        guard let state = error.sqlState else { return ProtocolError(.databaseUnavailable, "database error: \(error)") }
+        if let code = refusals[state] { return ProtocolError(code, error.postgresMessage) }
+        switch state {
+        case SQLState.lockNotAvailable.rawValue:
+            return ProtocolError(.lockTimeout, "a row lock was not granted in time: retry")
+        case SQLState.serializationFailure.rawValue, SQLState.deadlockDetected.rawValue:
+            return ProtocolError(.lockTimeout, "\(error.postgresMessage): retry")
+        case SQLState.invalidDatetimeFormat.rawValue, SQLState.datetimeFieldOverflow.rawValue:
+            return ProtocolError.badRequest("not_after is not a valid time: \(error.postgresMessage)")
+        default:
+            return ProtocolError(.databaseUnavailable, error.postgresMessage)
         }
     }
 

@@ -23,10 +23,18 @@ public enum Schema: String, Sendable, CaseIterable {
                     version: "003_participant_initial_stock.sql",
                     sql: String(decoding: PackageResources._03_participant_initial_stock_sql, as: UTF8.self)
                 ),
+                Migration(
+                    version: "004_participant_branch_functions.sql",
+                    sql: String(decoding: PackageResources._04_participant_branch_functions_sql, as: UTF8.self)
+                ),
             ]
         case .coordinator:
             return [
-                Migration(version: "001_coordinator_schema.sql", sql: String(decoding: PackageResources._01_coordinator_schema_sql, as: UTF8.self))
+                Migration(version: "001_coordinator_schema.sql", sql: String(decoding: PackageResources._01_coordinator_schema_sql, as: UTF8.self)),
+                Migration(
+                    version: "002_coordinator_log_functions.sql",
+                    sql: String(decoding: PackageResources._02_coordinator_log_functions_sql, as: UTF8.self)
+                ),
             ]
         }
     }

@@ -1,13 +1,19 @@
 /// The body of every participant branch call: the documented query parameters, as JSON.
+///
+/// `not_after` (optional, RFC 3339) is the end of the global transaction's first phase, set by the coordinator: a
+/// first-phase call (try, reserve, prepare) that arrives after it is refused with 409 `deadline_passed` and changes
+/// nothing. A client may send the documented body alone.
 public struct BranchRequest: Codable, Sendable, Hashable {
     public var workerEventId: Int64
     public var productId: Int64
     public var quantity: Int64
+    public var notAfter: String?
 
-    public init(workerEventId: Int64, productId: Int64, quantity: Int64) {
+    public init(workerEventId: Int64, productId: Int64, quantity: Int64, notAfter: String? = nil) {
         self.workerEventId = workerEventId
         self.productId = productId
         self.quantity = quantity
+        self.notAfter = notAfter
     }
 
     /// Throws `ProtocolError.badRequest` naming the field that is out of range.
@@ -15,6 +21,42 @@ public struct BranchRequest: Codable, Sendable, Hashable {
         guard workerEventId >= 1 else { throw .badRequest("worker_event_id must be a positive integer") }
         guard productId >= 1 else { throw .badRequest("product_id must be a positive integer") }
         try Limits.validateQuantity(quantity)
+        if let notAfter, !Timestamp.isRFC3339(notAfter) {
+            throw .badRequest("not_after must be an RFC 3339 time such as 2026-01-31T12:00:00.000Z")
+        }
+    }
+}
+
+/// The header a coordinator sends with every branch call: its base URL, which the participant stores with the branch
+/// so that its reconciler always knows whom to ask about a branch left open.
+public enum CoordinatorHeader {
+    public static let name = "dtx-coordinator"
+
+    /// An http(s) base URL of at most 200 characters with no spaces, else nil (the header is then ignored).
+    public static func validated(_ value: String?) -> String? {
+        guard let value, value.count <= 200, value.hasPrefix("http://") || value.hasPrefix("https://"),
+            !value.contains(where: { $0.isWhitespace || $0 == "?" || $0 == "#" })
+        else { return nil }
+        return value.hasSuffix("/") ? String(value.dropLast()) : value
+    }
+}
+
+/// One item's answer in a batched second-phase call (`POST /tcc/confirm` with an array body): what the same request
+/// alone would have answered, as its HTTP status and its body.
+public struct BranchBatchItem: Codable, Sendable, Hashable {
+    public var workerEventId: Int64
+    public var productId: Int64
+    /// 200 done; 400 or 409 refused; 5xx retry.
+    public var httpStatus: Int
+    public var result: BranchResponse?
+    public var error: ProtocolError?
+
+    public init(workerEventId: Int64, productId: Int64, httpStatus: Int, result: BranchResponse?, error: ProtocolError?) {
+        self.workerEventId = workerEventId
+        self.productId = productId
+        self.httpStatus = httpStatus
+        self.result = result
+        self.error = error
     }
 }
 
@@ -78,6 +120,8 @@ public enum Limits {
     public static let quantityRange: ClosedRange<Int64> = 1...1_000_000
     /// Request bodies above this size get 413.
     public static let maxBodyBytes = 64 * 1024
+    /// Items in one batched second-phase call.
+    public static let maxBatchItems = 256
 
     public static func validateQuantity(_ quantity: Int64) throws(ProtocolError) {
         guard quantityRange.contains(quantity) else {

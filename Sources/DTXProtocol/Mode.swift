@@ -60,17 +60,11 @@ public enum BranchOperation: String, Codable, Sendable, CaseIterable {
 }
 
 /// The status words of the coordinator's `worker_events` rows.
+///
+/// Which rows are still open (driven by the recovery loop) is the log's `open` column: pending, or a Saga that is
+/// failed while its compensations run.
 public enum GlobalStatus: String, Codable, Sendable, CaseIterable {
     case pending, completed, failed, compensated
-
-    /// Final for the mode: a failed Saga still has compensations to run.
-    public func isFinal(for mode: Mode) -> Bool {
-        switch self {
-        case .pending: false
-        case .completed, .compensated: true
-        case .failed: mode != .saga
-        }
-    }
 }
 
 /// What the coordinator decided for a global transaction, once it has decided.

@@ -15,6 +15,9 @@ public struct ProtocolError: Error, Codable, Sendable, Hashable, CustomStringCon
         public static let unauthorized: Code = "unauthorized"
         // 404, 405
         public static let notFound: Code = "not_found"
+        /// The coordinator has no record of a transaction id it could have handed out: it never began (its first
+        /// record was lost in a crash of the coordinator's database, or never written). Presumed aborted.
+        public static let unknownTransaction: Code = "unknown_transaction"
         public static let methodNotAllowed: Code = "method_not_allowed"
         // 409: final business refusals, and states a call cannot move from
         public static let insufficientStock: Code = "insufficient_stock"
@@ -25,10 +28,17 @@ public struct ProtocolError: Error, Codable, Sendable, Hashable, CustomStringCon
         public static let branchConflict: Code = "branch_conflict"
         public static let invalidState: Code = "invalid_state"
         public static let transactionFailed: Code = "transaction_failed"
+        /// XA at a participant whose PostgreSQL server has max_prepared_transactions = 0: nothing prepared.
+        public static let xaUnavailable: Code = "xa_unavailable"
+        /// A first-phase call that arrived after the first phase's end (`not_after`).
+        public static let deadlinePassed: Code = "deadline_passed"
+        /// A first-phase call for a branch older than what the participant keeps (retention).
+        public static let branchPruned: Code = "branch_pruned"
+        // 422
+        public static let idempotencyKeyReused: Code = "idempotency_key_reused"
         // 413
         public static let bodyTooLarge: Code = "body_too_large"
         // 5xx: retried by the coordinator
-        public static let xaDisabled: Code = "xa_disabled"
         public static let lockTimeout: Code = "lock_timeout"
         public static let databaseUnavailable: Code = "database_unavailable"
         public static let injectedFault: Code = "injected_fault"
@@ -52,11 +62,12 @@ public struct ProtocolError: Error, Codable, Sendable, Hashable, CustomStringCon
         switch code {
         case .badRequest: 400
         case .unauthorized: 401
-        case .notFound: 404
+        case .notFound, .unknownTransaction: 404
         case .methodNotAllowed: 405
         case .bodyTooLarge: 413
+        case .idempotencyKeyReused: 422
         case .insufficientStock, .unknownProduct, .branchCancelled, .branchConfirmed, .branchNotTried, .branchConflict,
-            .invalidState, .transactionFailed:
+            .invalidState, .transactionFailed, .xaUnavailable, .deadlinePassed, .branchPruned:
             409
         case .internalError: 500
         default: 503
@@ -84,6 +95,9 @@ public enum WireJSON {
         decoder.keyDecodingStrategy = .convertFromSnakeCase
         return decoder
     }
+
+    /// JSON's insignificant whitespace.
+    public static func isWhitespace(_ byte: UInt8) -> Bool { byte == 0x20 || byte == 0x0A || byte == 0x0D || byte == 0x09 }
 
     /// Decodes `data`, turning a decoding failure into a `badRequest` that names the field.
     public static func decode<T: Decodable>(_ type: T.Type, from data: Data) throws(ProtocolError) -> T {

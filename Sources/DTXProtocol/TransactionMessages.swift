@@ -128,8 +128,22 @@ public struct TransactionView: Codable, Sendable, Hashable {
     }
 }
 
-/// `GET /v1/transactions?status=&limit=`.
+/// `GET /v1/transactions?status=&mode=&limit=&cursor=`: newest first; `next` is the cursor of the following page, or
+/// null on the last one.
 public struct TransactionList: Codable, Sendable {
     public var transactions: [TransactionView]
-    public init(transactions: [TransactionView]) { self.transactions = transactions }
+    public var next: String?
+
+    public init(transactions: [TransactionView], next: String?) {
+        self.transactions = transactions
+        self.next = next
+    }
+
+    enum CodingKeys: String, CodingKey { case transactions, next }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(transactions, forKey: .transactions)
+        try container.encode(next, forKey: .next)  // null on the last page, not left out
+    }
 }

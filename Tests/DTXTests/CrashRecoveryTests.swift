@@ -146,23 +146,29 @@ struct CrashRecoveryTests {
         }
     }
 
-    @Test("claims are exclusive: two coordinators claiming at once never get the same transaction")
+    @Test("claims are exclusive, and every write is fenced by the claim's epoch and the phase it read")
     func exclusiveClaims() async throws {
         let database = try await TestPostgres.shared.newDatabase("claims")
         try await withDatabase(database) { connection in
             _ = try await Migrator.migrate(.coordinator, connection: connection, logger: TestPostgres.logger)
             try await connection.query(
                 """
-                INSERT INTO worker_events (status, mode, phase, request, branches, deadline_at)
-                SELECT 'pending', 'tcc', 'confirm_pending', '{}'::jsonb, '[]'::jsonb, now() FROM generate_series(1, 200)
+                INSERT INTO worker_events (id, status, mode, phase, request, branches, deadline_at)
+                SELECT g, 'pending', 'tcc', 'confirm_pending', '{}'::jsonb, '[]'::jsonb, now() FROM generate_series(1, 200) g
                 """,
                 logger: TestPostgres.logger
             )
         }
-        let postgres = PostgresClientRunner(url: database)
-        try await postgres.run { client in
-            let one = TransactionLog(client: client, owner: "one", leaseSeconds: 30, logger: TestPostgres.logger)
-            let two = TransactionLog(client: client, owner: "two", leaseSeconds: 30, logger: TestPostgres.logger)
+        // two live coordinator processes: each holds its liveness lock, so neither claims what the other holds
+        let (lockOne, lockTwo) = (try await HolderLock.acquire(database, logger: TestPostgres.logger), try await HolderLock.acquire(database, logger: TestPostgres.logger))
+        try await withCleanup { try await PostgresClientRunner(url: database).run { client in
+            func log(_ owner: String, _ holder: Int64) -> TransactionLog {
+                TransactionLog(
+                    client: client, owner: owner, holder: holder, lease: .seconds(30), ids: IdAllocator(client: client, logger: TestPostgres.logger),
+                    machines: ModeMachines(), logger: TestPostgres.logger
+                )
+            }
+            let (one, two) = (log("one", lockOne.holder), log("two", lockTwo.holder))
             var claimedByOne: [Int64] = []
             var claimedByTwo: [Int64] = []
             var heldByTwo: GlobalTransaction?
@@ -176,11 +182,53 @@ struct CrashRecoveryTests {
             }
             #expect(Set(claimedByOne).isDisjoint(with: Set(claimedByTwo)))
             #expect(claimedByOne.count + claimedByTwo.count == 200)
-            // writes are fenced by the lease: coordinator one cannot move a transaction that two holds
             var transaction = try #require(heldByTwo)
+            #expect(transaction.epoch == 1)
             transaction.status = .completed
-            await #expect(throws: TransactionLog.LeaseLost.self) { try await one.record(transaction) }
-            try await two.record(transaction)
+            transaction.phase = "confirm"
+            // a stale epoch (a driver that lost the row) and a phase other than the one in the log are refused
+            var stale = transaction
+            stale.epoch -= 1
+            #expect(try await one.record(stale, expectedPhase: "confirm_pending", durable: true) == false)
+            #expect(try await two.record(transaction, expectedPhase: "try", durable: true) == false)
+            #expect(try await two.record(transaction, expectedPhase: "confirm_pending", durable: true) == true)
+            #expect(try await two.record(transaction, expectedPhase: "confirm_pending", durable: true) == false)
+        } } cleanup: {
+            try? await lockOne.first.close()
+            try? await lockTwo.first.close()
+        }
+    }
+
+    @Test("a dead coordinator's rows are claimed at once, a live one's not until its lease ends")
+    func liveness() async throws {
+        let database = try await TestPostgres.shared.newDatabase("liveness")
+        try await withDatabase(database) { connection in
+            _ = try await Migrator.migrate(.coordinator, connection: connection, logger: TestPostgres.logger)
+        }
+        let alive = try await HolderLock.acquire(database, logger: TestPostgres.logger)
+        let dead = try await HolderLock.acquire(database, logger: TestPostgres.logger)
+        try await dead.first.close()
+        try await withCleanup { try await withDatabase(database) { connection in
+            try await connection.query(
+                """
+                INSERT INTO worker_events (id, status, mode, phase, request, branches, deadline_at, lease_holder, lease_expires_at, lease_epoch)
+                VALUES (1, 'pending', 'tcc', 'try', '{}', '[]', now(), \(alive.holder), now() + interval '1 hour', 1),
+                       (2, 'pending', 'tcc', 'try', '{}', '[]', now(), \(dead.holder), now() + interval '1 hour', 1),
+                       (3, 'pending', 'tcc', 'try', '{}', '[]', now(), \(alive.holder), now() - interval '1 second', 1)
+                """,
+                logger: TestPostgres.logger
+            )
+        }
+        try await PostgresClientRunner(url: database).run { client in
+            let log = TransactionLog(
+                client: client, owner: "other", holder: 999, lease: .seconds(30), ids: IdAllocator(client: client, logger: TestPostgres.logger),
+                machines: ModeMachines(), logger: TestPostgres.logger
+            )
+            let claimed = try await log.claim(limit: 10)
+            #expect(Set(claimed.map(\.id)) == [2, 3])
+            #expect(claimed.allSatisfy { $0.epoch == 2 })
+        } } cleanup: {
+            try? await alive.first.close()
         }
     }
 }

@@ -51,15 +51,17 @@ struct FoundationTests {
         try await withDatabase(database) { connection in
             try await Migrator.migrate(.coordinator, connection: connection, logger: TestPostgres.logger)
         }
-        for status in ["pending", "completed", "failed", "compensated"] {
+        for (id, status) in ["pending", "completed", "failed", "compensated"].enumerated() {
             #expect(try await scalar(database, """
-                WITH r AS (INSERT INTO worker_events (status, mode, phase, request, branches, deadline_at)
-                VALUES (\(status), 'saga', 'compensate', '{}', '[]', now()) RETURNING 1) SELECT count(*) FROM r
+                WITH r AS (INSERT INTO worker_events (id, status, mode, phase, request, branches, deadline_at)
+                VALUES (\(id + 1), \(status), 'saga', 'compensate', '{}', '[]', now()) RETURNING 1) SELECT count(*) FROM r
                 """) == 1, "\(status)")
         }
         await #expect(throws: (any Error).self) {
-            _ = try await scalar(database, "INSERT INTO worker_events (status, mode, phase, request, branches, deadline_at) VALUES ('done', 'saga', 'reserve', '{}', '[]', now()) RETURNING id")
+            _ = try await scalar(database, "INSERT INTO worker_events (id, status, mode, phase, request, branches, deadline_at) VALUES (9, 'done', 'saga', 'reserve', '{}', '[]', now()) RETURNING id")
         }
+        // the one definition of open: pending, or a Saga failed while it compensates
+        #expect(try await scalar(database, "SELECT count(*) FROM worker_events WHERE open") == 2)
     }
 
     @Test("the sql/ files apply with psql -v ON_ERROR_STOP=1 -f, twice")

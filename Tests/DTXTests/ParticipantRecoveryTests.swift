@@ -173,7 +173,7 @@ struct ParticipantRecoveryTests {
         }
     }
 
-    @Test("on a server with max_prepared_transactions = 0: TCC and Saga work, XA gets 503 naming the setting; health follows the database")
+    @Test("on a server with max_prepared_transactions = 0: TCC and Saga work, XA prepare gets 409 xa_unavailable with nothing prepared; health follows the database")
     func xaDisabledAndHealth() async throws {
         var configuration = EmbeddedPostgres.Configuration(directory: "/tmp/dtx-test-noxa-\(getpid())")
         configuration.maxPreparedTransactions = 0
@@ -187,10 +187,17 @@ struct ParticipantRecoveryTests {
                 #expect(p.participant.xaEnabled == false)
                 #expect(try await p.call(.tccTry, 70).status == 200)
                 #expect(try await p.call(.sagaReserve, 71).status == 200)
+                let before = try await p.snapshot()
                 let xa = try await p.call(.xaPrepare, 72)
-                #expect(xa.status == 503)
-                #expect(xa.error?.code == .xaDisabled)
+                #expect(xa.status == 409)
+                #expect(xa.error?.code == .xaUnavailable)
                 #expect(xa.error?.message.contains("max_prepared_transactions") == true)
+                #expect(try await p.snapshot() == before)
+                // a rollback of what was never prepared succeeds: the barrier rows only, so a late prepare does nothing
+                let rollback = try await p.call(.xaRollback, 72)
+                #expect(rollback.status == 200)
+                #expect(rollback.effect == .nullCompensation)
+                #expect(try await p.stock() == 80)
                 #expect(try await p.client.get(p.service.url + "/health", timeout: .seconds(5)).status == 200)
                 try cluster.stop()
                 let health = try await p.client.get(p.service.url + "/health", timeout: .seconds(20))

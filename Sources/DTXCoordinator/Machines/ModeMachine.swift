@@ -1,0 +1,108 @@
+import DTXProtocol
+
+/// One branch operation and the state a branch reaches when it succeeds.
+public struct BranchStep: Sendable, Equatable {
+    public var op: BranchOperation
+    public var reaches: BranchRecord.State
+
+    public init(_ op: BranchOperation, reaches: BranchRecord.State) {
+        self.op = op
+        self.reaches = reaches
+    }
+}
+
+/// The order in which a step visits the branches.
+public enum BranchOrder: Sendable, Equatable {
+    /// All at once.
+    case concurrent
+    /// One after the other, in the order of the request; a first phase stops at the first failure.
+    case inOrder
+    /// One after the other, last branch first (compensations).
+    case reverse
+}
+
+/// What a mode's machine asks the driver to run in a phase.
+public enum Step: Sendable, Equatable {
+    /// The first phase: `BranchStep` at every branch, each retried within the transaction's deadline. It fails at the
+    /// first refusal (409) or when the deadline passes.
+    case firstPhase(BranchStep, BranchOrder)
+    /// The second phase: the `BranchStep`s in turn at every branch, each retried until it succeeds.
+    case secondPhase([BranchStep], BranchOrder)
+}
+
+/// What a step came to. A second phase only ever succeeds: until then it is retried (or postponed, which the driver
+/// handles without asking the machine).
+public enum StepOutcome: Sendable, Equatable {
+    case succeeded
+    /// A first-phase call was refused, or the deadline passed; `branch` is the index of the branch (a Saga names it as
+    /// the step).
+    case failed(reason: String, branch: Int)
+}
+
+/// The next phase and status, and whether recovery needs the write on disk before the next step.
+public struct Transition: Sendable, Equatable {
+    public var phase: String
+    public var status: GlobalStatus
+    /// Replaces the transaction's error message when set.
+    public var error: String?
+    /// Only the commit point needs to be durable before the second phase: the first record and an abort may be lost
+    /// in a crash (presumed abort: such a transaction is aborted again), and a lost final write only makes recovery
+    /// drive the second phase once more (every branch call is idempotent).
+    public var durable: Bool
+
+    public init(phase: String, status: GlobalStatus, error: String? = nil, durable: Bool = false) {
+        self.phase = phase
+        self.status = status
+        self.error = error
+        self.durable = durable
+    }
+}
+
+/// A mode as a pure transition table: (phase, outcome of its step) -> (next phase, status). No I/O: the driver runs the
+/// steps and records the transitions.
+public protocol ModeMachine: Sendable {
+    var mode: Mode { get }
+    /// The phase a new transaction is logged in.
+    var firstPhase: String { get }
+    /// The step of a transaction that is still open in `phase`; nil when the phase is not one of this mode's or has no
+    /// step.
+    func step(in phase: String) -> Step?
+    /// Where `outcome` of the step of `phase` leads; nil when the phase is not one of this mode's, or the pair has no
+    /// arrow.
+    func transition(from phase: String, after outcome: StepOutcome) -> Transition?
+    /// The decision a phase stands for (nil: not decided yet, or not a phase of this mode).
+    func decision(in phase: String) -> Decision?
+}
+
+/// A `ModeMachine` written over its own phase enum: the log's phase words are parsed here, once.
+public protocol PhaseTable: ModeMachine {
+    associatedtype Phase: RawRepresentable<String>, CaseIterable, Sendable
+    func step(_ phase: Phase) -> Step?
+    func transition(_ phase: Phase, _ outcome: StepOutcome) -> Transition?
+    func decision(_ phase: Phase) -> Decision?
+}
+
+extension PhaseTable {
+    public func step(in phase: String) -> Step? { Phase(rawValue: phase).flatMap(step) }
+    public func transition(from phase: String, after outcome: StepOutcome) -> Transition? { Phase(rawValue: phase).flatMap { transition($0, outcome) } }
+    public func decision(in phase: String) -> Decision? { Phase(rawValue: phase).flatMap(decision) }
+}
+
+/// The machines of the three modes.
+public struct ModeMachines: Sendable {
+    public var tcc = TCCMachine()
+    public var saga = SagaMachine()
+    public var xa = XAMachine()
+
+    public init(xaConcurrentPrepare: Bool = false) {
+        xa.concurrentPrepare = xaConcurrentPrepare
+    }
+
+    public subscript(mode: Mode) -> any ModeMachine {
+        switch mode {
+        case .tcc: tcc
+        case .saga: saga
+        case .xa: xa
+        }
+    }
+}

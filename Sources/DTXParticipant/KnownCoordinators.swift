@@ -1,0 +1,50 @@
+import DTXProtocol
+import Logging
+import PostgresNIO
+import Synchronization
+
+/// The coordinators this participant knows, so that its reconciler always has someone to ask about a branch left
+/// open: the one configured (`--coordinator`), and every one that has called (the `dtx-coordinator` header, stored
+/// with each branch row and, for in-doubt XA branches whose row is inside the prepared transaction, in the
+/// `coordinators` table).
+public final class KnownCoordinators: Sendable {
+    let client: PostgresClient
+    let configured: String?
+    let logger: Logger
+    /// URLs already written to the table by this process: one write per new URL, not one per call.
+    private let recorded = Mutex<Set<String>>([])
+
+    init(client: PostgresClient, configured: String?, logger: Logger) {
+        self.client = client
+        self.configured = configured
+        self.logger = logger
+    }
+
+    /// Records a coordinator that called, once per process.
+    func note(_ url: String) async {
+        guard recorded.withLock({ $0.insert(url).inserted }) else { return }
+        do {
+            try await client.query(
+                "INSERT INTO coordinators (url) VALUES (\(url)) ON CONFLICT (url) DO UPDATE SET last_seen_at = now()", logger: logger
+            )
+        } catch {
+            recorded.withLock { _ = $0.remove(url) }
+            logger.warning("could not record a coordinator's URL", metadata: ["dtx.url": "\(url)", "dtx.error": "\(error)"])
+        }
+    }
+
+    /// Whom to ask about a branch: the coordinator stored with it first, then the configured one, then every one that
+    /// has called, most recent first.
+    func candidates(for stored: String?) async -> [String] {
+        var urls: [String] = []
+        for url in [stored, configured].compactMap({ $0 }) where !urls.contains(url) { urls.append(url) }
+        if let rows = try? await client.query("SELECT url FROM coordinators ORDER BY last_seen_at DESC LIMIT 10", logger: logger) {
+            do {
+                for try await url in rows.decode(String.self) where !urls.contains(url) { urls.append(url) }
+            } catch {
+                logger.warning("could not read the known coordinators", metadata: ["dtx.error": "\(error)"])
+            }
+        }
+        return urls
+    }
+}
