@@ -164,7 +164,7 @@ public struct Bench: Sendable {
                                     coordinatorDatabase,
                                     """
                                     SELECT count(*) FROM worker_events WHERE created_at <= \(faultTime)
-                                    AND (status = 'pending' OR (status = 'failed' AND mode = 'saga'))
+                                    AND open
                                     """
                                 )
                                 if open == 0 { return (at, (ContinuousClock.now - progressStart).inSeconds) }
@@ -249,13 +249,9 @@ public struct Bench: Sendable {
 
     func openWork(_ verifier: Verifier) async throws -> Int64 {
         var open: Int64 = 0
-        open += try await count(verifier.coordinator, "SELECT count(*) FROM worker_events WHERE status = 'pending' OR (status = 'failed' AND mode = 'saga')")
+        open += try await count(verifier.coordinator, "SELECT count(*) FROM worker_events WHERE open")
         for participant in verifier.participants {
-            open += try await count(participant.database, "SELECT count(*) FROM pg_prepared_xacts WHERE database = current_database()")
-            open += try await count(
-                participant.database,
-                "SELECT count(*) FROM transactions WHERE status IN ('try', 'confirm_pending') AND worker_event_id < \(Verifier.baselineIDs)"
-            )
+            open += try await count(participant.database, "SELECT count(*) FROM open_branches")
         }
         return open
     }

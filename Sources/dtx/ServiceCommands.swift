@@ -2,6 +2,7 @@ import ArgumentParser
 import DTXCoordinator
 import DTXParticipant
 import DTXPostgres
+import DTXProtocol
 import Foundation
 import Logging
 import ServiceLifecycle
@@ -16,7 +17,8 @@ struct ParticipantCommand: AsyncParsableCommand {
     @Option(help: "Address to bind.") var host: String = "127.0.0.1"
     @Option(help: "Port to listen on.") var port: Int = 8080
     @Option(help: "This service's own database (or DTX_DATABASE_URL).") var databaseURL: String?
-    @Option(help: "The coordinator's base URL, asked by the reconciler about stale branches.") var coordinator: String?
+    @Option(help: "A coordinator's base URL for the reconciler to ask about stale branches (optional: it also asks the coordinator that called).")
+    var coordinator: String?
     @Option(help: "Bearer token required on every request (or DTX_TOKEN).") var token: String?
     @Option(help: "How often the reconciler runs.") var reconcileInterval = DurationArgument(.seconds(300))
     @Option(help: "Age after which a branch left in try or prepared asks the coordinator.") var staleAfter = DurationArgument(.seconds(30))
@@ -44,6 +46,9 @@ struct ParticipantCommand: AsyncParsableCommand {
         configuration.faults.lostReplyRate = faultLostReplyRate
         configuration.faults.delayRate = faultDelayRate
         configuration.faults.delay = faultDelay.duration
+        if let coordinator, CoordinatorHeader.validated(coordinator) == nil {
+            throw ValidationError("--coordinator '\(coordinator)' must be an http(s) URL such as http://127.0.0.1:8090")
+        }
         let participant = try await buildParticipant(configuration, logger: logger) { port in
             logger.info("participant listening", metadata: ["dtx.port": "\(port)"])
         }
@@ -70,7 +75,11 @@ struct CoordinatorCommand: AsyncParsableCommand {
     @Option(help: "How often the recovery loop looks for work.") var recoveryInterval = DurationArgument(.seconds(1))
     @Option(help: "Lease on a transaction being driven; must exceed the global timeout plus one branch call.") var lease = DurationArgument(.seconds(20))
     @Option(help: "How long POST /v1/transactions drives the second phase before answering 202.") var responseWait = DurationArgument(.seconds(10))
-    @Option(help: "This coordinator's stable name in the lease columns (default host:port).") var instanceID: String?
+    @Option(help: "This coordinator's name in the log's lease_owner column, for people (default host:port).") var instanceID: String?
+    @Option(help: "The URL participants should ask this coordinator at (default http://HOST:PORT).") var advertiseURL: String?
+    @Option(help: "Batch second-phase calls to one participant within this window; 0 turns batching off.")
+    var batchWindow = DurationArgument(.milliseconds(1))
+    @Option(help: "Most second-phase calls in one batch.") var batchMax: Int = 64
     @Option(help: "Database connections.") var maxConnections: Int = 40
     @Flag(help: "XA: prepare at every participant at once (default: in order; concurrent prepares deadlock on hot rows).")
     var xaConcurrentPrepare = false
@@ -96,6 +105,9 @@ struct CoordinatorCommand: AsyncParsableCommand {
         configuration.timing.leaseDuration = lease.duration
         configuration.timing.responseWait = responseWait.duration
         configuration.instanceID = instanceID
+        configuration.advertiseURL = advertiseURL
+        configuration.batchWindow = batchWindow.duration
+        configuration.batchMaxItems = batchMax
         configuration.maxDatabaseConnections = maxConnections
         configuration.xaConcurrentPrepare = xaConcurrentPrepare
         let coordinator: Coordinator

@@ -193,7 +193,7 @@ struct CoordinatorTests {
             #expect(completed >= 1, "\(failures)")
             #expect(statuses.allSatisfy { $0 == 200 || $0 == 409 || $0 == 202 })
             try await eventually("all final") {
-                try await scalar(f.coordinatorDatabase, "SELECT count(*) FROM worker_events WHERE status = 'pending' OR (status = 'failed' AND mode = 'saga')") == 0
+                try await scalar(f.coordinatorDatabase, "SELECT count(*) FROM worker_events WHERE open") == 0
             }
             try await f.expectConsistent()
             #expect(try await f.stock(f.serviceA) == 100 - 7 * completed)

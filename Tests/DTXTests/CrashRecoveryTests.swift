@@ -87,7 +87,7 @@ struct CrashRecoveryTests {
 
                 coordinator = try await startCoordinatorProcess(database: f.coordinatorDatabase, participants: participants, instance: "c1", port: port)
                 try await eventually("the restarted coordinator finishes the transaction", timeout: .seconds(60)) {
-                    try await scalar(f.coordinatorDatabase, "SELECT count(*) FROM worker_events WHERE status = 'pending' OR (status = 'failed' AND mode = 'saga')") == 0
+                    try await scalar(f.coordinatorDatabase, "SELECT count(*) FROM worker_events WHERE open") == 0
                 }
                 let final = try await scalar(f.coordinatorDatabase, "SELECT count(*) FROM worker_events WHERE status = 'completed'")
                 if point == .afterCommitPoint { #expect(final == 1, "after the commit point only forward") }
@@ -133,7 +133,7 @@ struct CrashRecoveryTests {
                 await flaky.release()
                 await flaky.hold([])
                 try await eventually("c2 takes over every transaction when c1's leases end", timeout: .seconds(60)) {
-                    try await scalar(f.coordinatorDatabase, "SELECT count(*) FROM worker_events WHERE status = 'pending' OR (status = 'failed' AND mode = 'saga')") == 0
+                    try await scalar(f.coordinatorDatabase, "SELECT count(*) FROM worker_events WHERE open") == 0
                 }
                 #expect(try await scalar(f.coordinatorDatabase, "SELECT count(*) FROM worker_events") == 12)
                 #expect(try await scalar(f.coordinatorDatabase, "SELECT count(*) FROM worker_events WHERE status = 'completed'") >= 3)

@@ -34,9 +34,10 @@ INSERT INTO retention_state DEFAULT VALUES ON CONFLICT DO NOTHING;
 -- move (try, confirm_pending) or a prepared transaction of this database left in doubt. The bench, `dtx verify` and the
 -- tests count this view.
 CREATE OR REPLACE VIEW open_branches AS
-    SELECT worker_event_id, product_id, status, updated_at AS since FROM transactions WHERE status IN ('try', 'confirm_pending')
+    SELECT worker_event_id, product_id, status, updated_at AS since, NULL::text AS gid
+    FROM transactions WHERE status IN ('try', 'confirm_pending')
     UNION ALL
-    SELECT NULL::bigint, NULL::bigint, 'prepared', prepared FROM pg_prepared_xacts WHERE database = current_database();
+    SELECT NULL::bigint, NULL::bigint, 'prepared', prepared, gid FROM pg_prepared_xacts WHERE database = current_database();
 
 -- First phase: try (TCC), reserve (Saga), prepare (XA: the caller runs it between BEGIN and PREPARE TRANSACTION).
 -- p_row_status is the row it writes ('try'; XA writes 'confirm', visible only at COMMIT PREPARED).
