@@ -28,6 +28,10 @@ public struct EmbeddedPostgres: Sendable {
         public var durable: Bool = true
         /// The databases made at start (kept if they exist).
         public var databases: [String] = EmbeddedPostgres.serviceDatabases
+        /// Load pg_stat_statements (counts of statements per database, for the benchmark's cost table and tests).
+        public var statementStatistics = false
+        /// More `name = value` lines for postgresql.conf, written last (so they win).
+        public var extraSettings: [String] = []
 
         public init(directory: String, port: Int? = nil) {
             self.directory = directory
@@ -121,10 +125,12 @@ public struct EmbeddedPostgres: Sendable {
         }
     }
 
-    /// Stops the server (fast shutdown). Does nothing when it is not running.
-    public func stop() throws {
+    /// Stops the server: a fast shutdown, or with `immediately` an immediate one (`pg_ctl stop -m immediate`: the
+    /// server processes end at once, what was only in shared memory is lost and the next start recovers from the WAL,
+    /// as after a crash). Does nothing when it is not running.
+    public func stop(immediately: Bool = false) throws {
         guard self.isRunning() else { return }
-        try self.serverCommand([binaries.pgCtl, "-D", dataDirectory, "-m", "fast", "-w", "-t", "60", "stop"])
+        try self.serverCommand([binaries.pgCtl, "-D", dataDirectory, "-m", immediately ? "immediate" : "fast", "-w", "-t", "60", "stop"])
     }
 
     /// Stops the server and deletes the folder.
@@ -183,6 +189,10 @@ public struct EmbeddedPostgres: Sendable {
         if !configuration.durable {
             lines += ["fsync = off", "synchronous_commit = off", "full_page_writes = off"]
         }
+        if configuration.statementStatistics {
+            lines += ["shared_preload_libraries = 'pg_stat_statements'", "pg_stat_statements.track = 'all'", "pg_stat_statements.max = 10000"]
+        }
+        lines += configuration.extraSettings
         let path = dataDirectory + "/dtx.conf"
         try (lines.joined(separator: "\n") + "\n").write(toFile: path, atomically: false, encoding: .utf8)
         if runAsPostgres { try Command.run(["chown", "-R", "\(Self.superuser):\(Self.superuser)", directory]) }

@@ -44,19 +44,7 @@ struct ParticipantRecoveryTests {
     func reconciler() async throws {
         // A stub of the coordinator's status route: 31 and 34 committed, 32 and 35 aborted, 33 undecided, 36 unknown.
         let decisions: [Int64: Decision?] = [31: .commit, 32: .abort, 33: nil, 34: .commit, 35: .abort]
-        let stub = try await RunningService.start { onPort in
-            let router = Router(context: DTXRequestContext.self)
-            router.get("/v1/transactions/:id") { _, context -> Response in
-                let id = context.parameters.get("id", as: Int64.self) ?? 0
-                guard let decision = decisions[id] else { return .error(ProtocolError(.notFound, "no transaction \(id)")) }
-                let view = TransactionView(
-                    id: id, mode: .tcc, status: decision == .commit ? .completed : decision == .abort ? .failed : .pending, phase: "x",
-                    decision: decision, errorMessage: nil, branches: [], attempts: 0, createdAt: "", updatedAt: "", nextRetryAt: nil
-                )
-                return try .wire(view)
-            }
-            return Application(router: router, configuration: .init(address: .hostname("127.0.0.1", port: 0)), onServerRunning: { await onPort($0.localAddress!.port!) }, logger: TestPostgres.logger)
-        }
+        let stub = try await DecisionStub.start { decisions[$0] }
         try await withCleanup {
             try await ParticipantFixture.with(configure: {
                 $0.coordinatorURL = stub.url
@@ -96,7 +84,7 @@ struct ParticipantRecoveryTests {
                 #expect(again.waiting == 2 && again.confirmed == 0 && again.cancelled == 0)
             }
         } cleanup: {
-            await stub.stop()
+            await stub.service.stop()
         }
     }
 

@@ -37,15 +37,17 @@ struct CoordinatorFixture: Sendable {
     /// the coordinator should use.
     static func with(
         startCoordinator: Bool = true,
+        databases: (a: DatabaseURL, b: DatabaseURL, coordinator: DatabaseURL)? = nil,
         routeB: (String) async throws -> String = { $0 },
+        configureParticipants: (inout ParticipantConfiguration) -> Void = { _ in },
         configure: (inout CoordinatorConfiguration) -> Void = { _ in },
         _ body: (CoordinatorFixture) async throws -> Void
     ) async throws {
-        let a = try await ParticipantFixture.Parts.start("ServiceA")
+        let a = try await ParticipantFixture.Parts.start("ServiceA", database: databases?.a, configure: configureParticipants)
         // ServiceB gets a port below the ephemeral range, so that a test can stop it and start it again on the same
         // port without another test's port-0 server taking it meanwhile
-        let b = try await ParticipantFixture.Parts.startOnStablePort("ServiceB")
-        let coordinatorDatabase = try await TestPostgres.shared.newDatabase("coordinator")
+        let b = try await ParticipantFixture.Parts.startOnStablePort("ServiceB", database: databases?.b, configure: configureParticipants)
+        let coordinatorDatabase = if let databases { databases.coordinator } else { try await TestPostgres.shared.newDatabase("coordinator") }
         let client = ServiceClient()
         var coordinator: RunningService?
         try await withCleanup {
@@ -126,14 +128,17 @@ extension ParticipantFixture {
         let name: String
         let database: DatabaseURL
         let service: RunningService
+        let participant: Participant
 
         /// Starts on a random free port from 20000 to 31999 (outside Linux's ephemeral range, 32768-60999).
-        static func startOnStablePort(_ name: String) async throws -> Parts {
-            let database = try await TestPostgres.shared.newDatabase(name.lowercased())
+        static func startOnStablePort(
+            _ name: String, database: DatabaseURL? = nil, configure: (inout ParticipantConfiguration) -> Void = { _ in }
+        ) async throws -> Parts {
+            let database = if let database { database } else { try await TestPostgres.shared.newDatabase(name.lowercased()) }
             var lastError: (any Error)?
             for _ in 0..<20 {
                 do {
-                    return try await start(name, database: database, port: Int.random(in: 20000..<32000))
+                    return try await start(name, database: database, port: Int.random(in: 20000..<32000), configure: configure)
                 } catch {
                     lastError = error  // taken: try another
                 }
@@ -158,8 +163,8 @@ extension ParticipantFixture {
             var configuration = participantConfiguration(name, database)
             configuration.port = port
             configure(&configuration)
-            let (service, _) = try await RunningService.participant(configuration)
-            return Parts(name: name, database: database, service: service)
+            let (service, participant) = try await RunningService.participant(configuration)
+            return Parts(name: name, database: database, service: service, participant: participant)
         }
     }
 }

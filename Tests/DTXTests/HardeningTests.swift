@@ -1,0 +1,249 @@
+@testable import DTXCoordinator
+import DTXHTTP
+import DTXParticipant
+import DTXPostgres
+import DTXProtocol
+import Foundation
+import Hummingbird
+import Testing
+
+/// Idempotency keys, paging, XA against a server without 2PC, rows the machines cannot drive, presumed abort, and a
+/// reconciler that learns its coordinator and never stalls.
+@Suite("Hardening: idempotency, paging, XA without 2PC, broken rows, reconciler")
+struct HardeningTests {
+    @Test("Idempotency-Key: a replay answers the same transaction, another body gets 422, concurrent requests make one")
+    func idempotencyKey() async throws {
+        try await CoordinatorFixture.with { f in
+            let request = TransactionRequest(mode: .tcc, productId: 1, quantity: 5)
+            func post(_ body: TransactionRequest, key: String) async throws -> ServiceClient.Reply {
+                try await f.client.post(f.coordinatorURL + "/v1/transactions", json: body, headers: [("Idempotency-Key", key)], timeout: .seconds(30))
+            }
+            let first = try await post(request, key: "order-1")
+            #expect(first.status == 200)
+            let id = try first.decode(TransactionView.self).id
+            let replay = try await post(request, key: "order-1")
+            #expect(replay.status == 200)
+            #expect(try replay.decode(TransactionView.self).id == id)
+            #expect(try await f.stock(f.serviceA) == 95)
+            let other = try await post(TransactionRequest(mode: .tcc, productId: 1, quantity: 6), key: "order-1")
+            #expect(other.status == 422)
+            #expect(other.error?.code == .idempotencyKeyReused)
+            #expect(try await f.stock(f.serviceA) == 95)
+            // eight at once with one new key: one transaction, one stock change, every answer names it
+            let answers = try await withThrowingTaskGroup(of: (Int, Int64?).self) { group in
+                for _ in 0..<8 {
+                    group.addTask {
+                        let reply = try await post(TransactionRequest(mode: .saga, productId: 1, quantity: 10), key: "order-2")
+                        return (reply.status, try? reply.decode(TransactionView.self).id)
+                    }
+                }
+                return try await group.reduce(into: [(Int, Int64?)]()) { $0.append($1) }
+            }
+            #expect(Set(answers.compactMap(\.1)).count == 1)
+            #expect(answers.allSatisfy { $0.0 == 200 || $0.0 == 202 })
+            #expect(try await scalar(f.coordinatorDatabase, "SELECT count(*) FROM worker_events WHERE idempotency_key = 'order-2'") == 1)
+            try await eventually("the keyed Saga is final") { try await scalar(f.coordinatorDatabase, "SELECT count(*) FROM worker_events WHERE open") == 0 }
+            #expect(try await f.stock(f.serviceA) == 85)
+            #expect(try await f.stock(f.serviceB) == 85)
+            // a key that is not 1 to 255 visible characters
+            let bad = try await post(request, key: String(repeating: "k", count: 256))
+            #expect(bad.status == 400)
+            try await f.expectConsistent()
+        }
+    }
+
+    @Test("paging: every transaction once, newest first, filters held across pages, null next on the last page")
+    func paging() async throws {
+        try await CoordinatorFixture.with { f in
+            for _ in 0..<7 { #expect(try await f.post(TransactionRequest(mode: .tcc, productId: 1, quantity: 1)).status == 200) }
+            for _ in 0..<3 { #expect(try await f.post(TransactionRequest(mode: .saga, productId: 1, quantity: 1000)).status == 409) }
+            func pages(_ query: String) async throws -> [[TransactionView]] {
+                var result: [[TransactionView]] = []
+                var cursor: String?
+                repeat {
+                    let url = f.coordinatorURL + "/v1/transactions?" + query + (cursor.map { "&cursor=\($0)" } ?? "")
+                    let page = try await f.client.get(url, timeout: .seconds(5)).decode(TransactionList.self)
+                    result.append(page.transactions)
+                    cursor = page.next
+                } while cursor != nil
+                return result
+            }
+            let all = try await pages("limit=3")
+            #expect(all.map(\.count) == [3, 3, 3, 1])
+            let ids = all.flatMap { $0.map(\.id) }
+            #expect(ids == ids.sorted(by: >))
+            #expect(Set(ids).count == 10)
+            let completed = try await pages("status=completed&limit=2")
+            #expect(completed.map(\.count) == [2, 2, 2, 1])
+            #expect(completed.joined().allSatisfy { $0.status == .completed && $0.mode == .tcc })
+            let sagas = try await pages("mode=saga&limit=2")
+            #expect(sagas.joined().count == 3 && sagas.joined().allSatisfy { $0.mode == .saga && $0.status == .compensated })
+            #expect(try await pages("mode=xa").joined().isEmpty)
+            // the last page says so with an explicit null
+            let raw = String(decoding: try await f.client.get(f.coordinatorURL + "/v1/transactions?limit=50", timeout: .seconds(5)).body, as: UTF8.self)
+            #expect(raw.contains(#""next":null"#))
+            for bad in ["cursor=abc", "cursor=-1", "mode=2pc", "limit=0", "status=done"] {
+                #expect(try await f.client.get(f.coordinatorURL + "/v1/transactions?" + bad, timeout: .seconds(5)).status == 400, "\(bad)")
+            }
+        }
+    }
+
+    @Test("XA with a participant whose server has max_prepared_transactions = 0: 409 xa_unavailable within the global timeout, nothing prepared; TCC works")
+    func xaWithout2PC() async throws {
+        let noXA = try await PrivateCluster.start("noxa-coordinated", databases: ["service_b"]) { $0.maxPreparedTransactions = 0 }
+        try await withCleanup {
+            let a = try await ParticipantFixture.Parts.start("ServiceA")
+            let b = try await ParticipantFixture.Parts.start("ServiceB", database: try noXA.url("service_b"))
+            let database = try await TestPostgres.shared.newDatabase("coordinator")
+            var configuration = CoordinatorConfiguration(databaseURL: database, participants: [.init(name: "ServiceA", url: a.service.url), .init(name: "ServiceB", url: b.service.url)])
+            configuration.port = 0
+            configuration.timing = testTiming()
+            let settings = configuration
+            let coordinator = try await RunningService.start { onPort in try await buildCoordinator(settings, logger: TestPostgres.logger, onServerRunning: onPort).application }
+            let client = ServiceClient()
+            try await withCleanup {
+                let start = ContinuousClock.now
+                let xa = try await client.post(coordinator.url + "/v1/transactions", json: TransactionRequest(mode: .xa, productId: 1, quantity: 10), timeout: .seconds(30))
+                #expect(ContinuousClock.now - start < settings.timing.globalTimeout)
+                #expect(xa.status == 409)
+                let view = try xa.decode(TransactionView.self)
+                #expect(view.status == .failed)
+                #expect(view.errorMessage?.contains("xa_unavailable") == true)
+                for database in [a.database, b.database] {
+                    #expect(try await scalar(database, "SELECT count(*) FROM open_branches") == 0)
+                    #expect(try await scalar(database, "SELECT stock FROM products WHERE id = 1") == 100)
+                }
+                let tcc = try await client.post(coordinator.url + "/v1/transactions", json: TransactionRequest(mode: .tcc, productId: 1, quantity: 10), timeout: .seconds(30))
+                #expect(tcc.status == 200)
+                #expect(try await scalar(b.database, "SELECT stock FROM products WHERE id = 1") == 90)
+            } cleanup: {
+                await coordinator.stop()
+                await a.service.stop()
+                await b.service.stop()
+                try? await client.shutdown()
+            }
+        } cleanup: {
+            noXA.destroy()
+        }
+    }
+
+    @Test("a log row whose phase does not fit its mode is marked failed with the reason, never a crash, and left alone")
+    func brokenRow() async throws {
+        try await CoordinatorFixture.with { f in
+            try await withDatabase(f.coordinatorDatabase) { connection in
+                try await connection.query(
+                    """
+                    INSERT INTO worker_events (id, status, mode, phase, request, branches, deadline_at)
+                    VALUES (900000, 'pending', 'saga', 'prepare', '{}', '[]', now()), (900001, 'pending', 'tcc', 'compensate', '{}', '[]', now())
+                    """,
+                    logger: TestPostgres.logger
+                )
+            }
+            try await eventually("the recovery loop marks both failed") {
+                try await scalar(f.coordinatorDatabase, "SELECT count(*) FROM worker_events WHERE id >= 900000 AND status = 'failed' AND error_message LIKE 'not driven:%'") == 2
+            }
+            #expect(try await scalar(f.coordinatorDatabase, "SELECT count(*) FROM worker_events WHERE open") == 0)
+            // the coordinator goes on serving
+            #expect(try await f.post(TransactionRequest(mode: .saga, productId: 1, quantity: 1)).status == 200)
+        }
+    }
+
+    @Test("an id the log may have handed out but has no row for is 404 unknown_transaction (presumed abort); others 404 not_found")
+    func unknownTransaction() async throws {
+        try await CoordinatorFixture.with { f in
+            let id = try await f.post(TransactionRequest(mode: .tcc, productId: 1, quantity: 1)).decode(TransactionView.self).id
+            let unknown = try await f.client.get(f.coordinatorURL + "/v1/transactions/\(id + 1)", timeout: .seconds(5))
+            #expect(unknown.status == 404 && unknown.error?.code == .unknownTransaction)
+            let never = try await f.client.get(f.coordinatorURL + "/v1/transactions/\(id + 1_000_000)", timeout: .seconds(5))
+            #expect(never.status == 404 && never.error?.code == .notFound)
+        }
+    }
+
+    @Test("the reconciler asks the coordinator that called (no --coordinator given): commit, presumed abort")
+    func reconcilerLearnsCoordinator() async throws {
+        try await CoordinatorFixture.with { f in
+            let participant = try await ParticipantFixture.Parts.start("ServiceA", database: f.serviceA.database) { configuration in
+                configuration.reconciler.staleAfter = .zero
+            }
+            let client = ServiceClient()
+            try await withCleanup {
+                // a committed transaction whose second phase at this participant was lost: the row is back in try
+                let id = try await f.post(TransactionRequest(mode: .tcc, productId: 1, quantity: 10)).decode(TransactionView.self).id
+                _ = try await scalar(f.serviceA.database, "UPDATE transactions SET status = 'try' WHERE worker_event_id = \(id) RETURNING 1")
+                // a try for an id the coordinator handed out but never logged (its first record lost): presumed abort
+                let lost = id + 1
+                let reply = try await client.post(
+                    participant.service.url + "/tcc/try", json: BranchRequest(workerEventId: lost, productId: 1, quantity: 10),
+                    headers: [(CoordinatorHeader.name, f.coordinatorURL)], timeout: .seconds(5)
+                )
+                #expect(reply.status == 200)
+                #expect(try await scalar(f.serviceA.database, "SELECT count(*) FROM coordinators") == 1)
+                let reconciler = participant.participant.reconciler
+                let report = await reconciler.runOnce()
+                #expect(report.confirmed == 1)
+                #expect(report.cancelled == 1)
+                #expect(report.errors == 0)
+                #expect(try await scalar(f.serviceA.database, "SELECT count(*) FROM open_branches") == 0)
+                #expect(try await f.stock(f.serviceA) == 90)
+            } cleanup: {
+                await participant.service.stop()
+                try? await client.shutdown()
+            }
+        }
+    }
+
+    @Test("the reconciler visits every stale row page by page, and one row's error does not stop the rest")
+    func reconcilerIsolatesErrors() async throws {
+        let stub = try await DecisionStub.start { _ in .some(.abort) }
+        try await withCleanup {
+            try await ParticipantFixture.with(configure: { configuration in
+                configuration.coordinatorURL = stub.url
+                configuration.reconciler.staleAfter = .zero
+                configuration.reconciler.pageSize = 2
+            }) { p in
+                for worker in Int64(1)...7 { #expect(try await p.call(.tccTry, worker, quantity: 1).status == 200) }
+                // hold worker 4's row: its cancel waits past the lock timeout and fails this run
+                try await withDatabase(p.database) { connection in
+                    try await connection.query("BEGIN", logger: TestPostgres.logger)
+                    try await connection.query("SELECT 1 FROM transactions WHERE worker_event_id = 4 FOR UPDATE", logger: TestPostgres.logger)
+                    let report = await p.participant.reconciler.runOnce()
+                    #expect(report.cancelled == 6)
+                    #expect(report.errors == 1)
+                    try await connection.query("ROLLBACK", logger: TestPostgres.logger)
+                }
+                let metrics = String(decoding: try await p.client.get(p.service.url + "/metrics", timeout: .seconds(5)).body, as: UTF8.self)
+                #expect(metrics.contains("dtx_reconciler_errors_total 1"))
+                let report = await p.participant.reconciler.runOnce()
+                #expect(report.cancelled == 1 && report.errors == 0)
+                #expect(try await p.count("SELECT count(*) FROM open_branches") == 0)
+                #expect(try await p.stock() == 100)
+            }
+        } cleanup: {
+            await stub.service.stop()
+        }
+    }
+}
+
+/// A stand-in for the coordinator's status route that answers each id with a given decision (.some(nil): pending;
+/// nil: 404 not_found).
+struct DecisionStub: Sendable {
+    let service: RunningService
+    var url: String { service.url }
+
+    static func start(_ decide: @escaping @Sendable (Int64) -> Decision??) async throws -> DecisionStub {
+        let service = try await RunningService.start { onPort in
+            let router = Router(context: DTXRequestContext.self)
+            router.get("/v1/transactions/:id") { _, context -> Response in
+                let id = context.parameters.get("id", as: Int64.self) ?? 0
+                guard let decision = decide(id) else { return .error(ProtocolError(.notFound, "no transaction \(id)")) }
+                let view = TransactionView(
+                    id: id, mode: .tcc, status: decision == .commit ? .completed : decision == .abort ? .failed : .pending, phase: "x",
+                    decision: decision, errorMessage: nil, branches: [], attempts: 0, createdAt: "", updatedAt: "", nextRetryAt: nil
+                )
+                return try .wire(view)
+            }
+            return Application(router: router, configuration: .init(address: .hostname("127.0.0.1", port: 0)), onServerRunning: { await onPort($0.localAddress!.port!) }, logger: TestPostgres.logger)
+        }
+        return DecisionStub(service: service)
+    }
+}
