@@ -50,8 +50,17 @@ enum CallOutcome: Sendable {
     }
 }
 
+/// Second-phase calls to one participant for one operation, batched together.
+struct BranchKey: Hashable, Sendable {
+    var participant: String
+    var base: String
+    var op: BranchOperation
+}
+
+typealias BranchBatcher = Batcher<BranchKey, BranchRequest, CallOutcome>
+
 /// Calls participants' branch routes and retries them as the design says. Second-phase calls go through the
-/// `BranchBatcher` when batching is on.
+/// `Batcher` when batching is on.
 struct BranchCaller: Sendable {
     let client: ServiceClient
     let participants: [String: String]
@@ -72,7 +81,7 @@ struct BranchCaller: Sendable {
         )
         let outcome: CallOutcome
         if let batcher, !op.isFirstPhase {
-            outcome = await batcher.submit(BranchBatcher.Key(participant: branch.participant, base: base, op: op), request)
+            outcome = await batcher.submit(BranchKey(participant: branch.participant, base: base, op: op), request)
         } else {
             outcome = await single(op, base: base, participant: branch.participant, request, timeout: timeout)
         }
@@ -92,7 +101,7 @@ struct BranchCaller: Sendable {
     var headers: [(String, String)] { [(CoordinatorHeader.name, advertisedURL.value)] }
 
     /// One HTTP request carrying many second-phase calls to one participant; one outcome per request, in order.
-    func batch(_ key: BranchBatcher.Key, _ requests: [BranchRequest]) async -> [CallOutcome] {
+    func batch(_ key: BranchKey, _ requests: [BranchRequest]) async -> [CallOutcome] {
         registry.counter("dtx_branch_batches_total", [("op", "\(key.op.mode.rawValue).\(key.op.rawValue)")]).increment()
         do {
             let reply = try await client.post(key.base + key.op.path, json: requests, headers: headers, timeout: branchTimeout)

@@ -48,9 +48,9 @@ public struct CoordinatorConfiguration: Sendable {
     /// The URL participants should ask this coordinator at (sent with every branch call). Default: the address it
     /// serves on (`http://HOST:PORT`; the machine's host name when it serves on every interface).
     public var advertiseURL: String?
-    /// Second-phase calls to one participant within this window (or up to `batchMaxItems`) go in one request; zero
-    /// turns batching off.
-    public var batchWindow: Duration = .milliseconds(1)
+    /// Batching of second-phase calls to one participant (see `Batcher`): a call waits at most this long for the
+    /// request in flight before it goes in one of its own; zero turns batching off.
+    public var batchWindow: Duration = .milliseconds(5)
     public var batchMaxItems: Int = 64
     public var maxDatabaseConnections: Int = 40
     /// XA: send the prepares to every participant at once rather than in order (see `XAMachine` for why the default

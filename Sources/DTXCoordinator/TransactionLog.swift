@@ -20,6 +20,35 @@ public struct TransactionLog: Sendable {
     let ids: IdAllocator
     let machines: ModeMachines
     let logger: Logger
+    /// Group commit of the first records and of the moves (see `Batcher`); nil writes each alone.
+    let batching: (window: Duration, maxItems: Int)?
+    private let begins: Batcher<Int, BeginStatement.Item, Result<BeginStatement.Row, any Error>>?
+    private let records: Batcher<Bool, RecordStatement.Item, Result<Bool, any Error>>?
+
+    init(
+        client: PostgresClient, owner: String, holder: Int64, lease: Duration, ids: IdAllocator, machines: ModeMachines,
+        globalTimeout: Duration = .seconds(10), batching: (window: Duration, maxItems: Int)? = nil, logger: Logger
+    ) {
+        self.client = client
+        self.owner = owner
+        self.holder = holder
+        self.lease = lease
+        self.ids = ids
+        self.machines = machines
+        self.logger = logger
+        self.batching = batching
+        let writer = LogWriter(client: client, owner: owner, holder: holder, lease: lease, globalTimeout: globalTimeout, logger: logger)
+        self.writer = writer
+        if let batching {
+            begins = Batcher(window: batching.window, maxItems: batching.maxItems) { _, items in await writer.begin(items) }
+            records = Batcher(window: batching.window, maxItems: batching.maxItems) { durable, items in await writer.record(items, durable: durable) }
+        } else {
+            begins = nil
+            records = nil
+        }
+    }
+
+    private let writer: LogWriter
 
     /// This driver no longer holds the transaction: another driver claimed it, or its lease ran out.
     public struct LeaseLost: Error, CustomStringConvertible {
@@ -43,40 +72,28 @@ public struct TransactionLog: Sendable {
     func begin(
         mode: Mode, request: TransactionRequest, branches: [BranchRecord], globalTimeout: Duration, idempotencyKey: String?
     ) async throws -> Begun {
-        let id = try await ids.next()
-        let requestJSON = String(decoding: try WireJSON.encoder().encode(request), as: UTF8.self)
-        let branchesJSON = String(decoding: try WireJSON.encoder().encode(branches), as: UTF8.self)
-        let rows = try await client.query(
-            """
-            SELECT created, same_request, id, status, mode, phase, error_message, branches, deadline_at, attempts, created_at, lease_epoch
-            FROM dtx_begin(\(id), \(mode.rawValue), \(machines[mode].firstPhase), \(requestJSON)::jsonb, \(branchesJSON)::jsonb, \
-            \(globalTimeout.inSeconds), \(owner), \(holder), \(lease.inSeconds), \(idempotencyKey))
-            """,
-            logger: logger
+        let item = BeginStatement.Item(
+            id: try await ids.next(), mode: mode.rawValue, phase: machines[mode].firstPhase,
+            request: String(decoding: try WireJSON.encoder().encode(request), as: UTF8.self),
+            branches: String(decoding: try WireJSON.encoder().encode(branches), as: UTF8.self), idempotencyKey: idempotencyKey
         )
-        for try await (created, same, id, status, mode, phase, error, branches, deadline, attempts, createdAt, epoch) in rows.decode(
-            (Bool, Bool, Int64, String, String, String, String?, String, Date, Int32, Date, Int64).self
-        ) {
-            guard created else { return .existing(id: id, sameRequest: same) }
-            return .created(try transaction(id, status, mode, phase, error, branches, deadline, attempts, createdAt, epoch))
-        }
-        throw CoordinatorError.logWriteFailed("dtx_begin returned no row")
+        let outcome = if let begins { await begins.submit(0, item) } else { await writer.begin([item])[0] }
+        let (_, created, same, id, status, mode, phase, error, branchesJSON, deadline, attempts, createdAt, epoch) = try outcome.get()
+        guard created else { return .existing(id: id, sameRequest: same) }
+        return .created(try transaction(id, status, mode, phase, error, branchesJSON, deadline, attempts, createdAt, epoch))
     }
 
     /// Writes the transaction's status, phase, error and branches if this driver still holds it with its epoch and it
     /// is still in `expectedPhase`; renews the lease, or gives the row back once it is no longer open.
     /// Returns false when the write was refused (the lease was lost).
     func record(_ transaction: GlobalTransaction, expectedPhase: String, durable: Bool) async throws -> Bool {
-        let branchesJSON = String(decoding: try WireJSON.encoder().encode(transaction.branches), as: UTF8.self)
-        let rows = try await client.query(
-            """
-            SELECT dtx_record(\(transaction.id), \(transaction.epoch), \(expectedPhase), \(transaction.status.rawValue), \
-            \(transaction.phase), \(transaction.errorMessage), \(branchesJSON)::jsonb, \(!transaction.isOpen), \(lease.inSeconds), \(durable))
-            """,
-            logger: logger
+        let item = RecordStatement.Item(
+            id: transaction.id, epoch: transaction.epoch, expectedPhase: expectedPhase, status: transaction.status.rawValue,
+            phase: transaction.phase, error: transaction.errorMessage,
+            branches: String(decoding: try WireJSON.encoder().encode(transaction.branches), as: UTF8.self), release: !transaction.isOpen
         )
-        for try await written in rows.decode(Bool.self) { return written }
-        return false
+        let outcome = if let records { await records.submit(durable, item) } else { await writer.record([item], durable: durable)[0] }
+        return try outcome.get()
     }
 
     /// Gives the transaction back to the recovery loop, to be tried again after `delay`.
@@ -109,7 +126,7 @@ public struct TransactionLog: Sendable {
         return result
     }
 
-    private func transaction(
+    func transaction(
         _ id: Int64, _ status: String, _ mode: String, _ phase: String, _ error: String?, _ branches: String, _ deadline: Date,
         _ attempts: Int32, _ createdAt: Date, _ epoch: Int64
     ) throws -> GlobalTransaction {

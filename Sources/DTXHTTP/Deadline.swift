@@ -1,3 +1,6 @@
+import DTXProtocol
+import NIOCore
+import NIOPosix
 import Synchronization
 
 /// The operation did not finish within its time.
@@ -10,18 +13,22 @@ public struct DeadlineExceeded: Error, CustomStringConvertible, Sendable {
 ///
 /// The operation is cancelled at the deadline but not waited for: a PostgreSQL pool waiting for a server that is down
 /// does not end on cancellation, and the caller must answer now. Callers use this only for work that is safe to let
-/// finish late (reads, and branch operations, which the barrier makes idempotent).
+/// finish late (reads, and branch operations, which the barrier makes idempotent). The timer is an event loop's
+/// scheduled task, cancelled as soon as the operation ends: no sleeping task is left behind per call.
 public func withDeadline<T: Sendable>(_ limit: Duration, _ operation: @escaping @Sendable () async throws -> T) async throws -> T {
     let gate = ResumeOnce<T>()
     return try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<T, any Error>) in
         gate.set(continuation)
-        let work = Task {
-            do { gate.resume(with: .success(try await operation())) } catch { gate.resume(with: .failure(error)) }
-        }
-        Task {
-            try? await Task.sleep(for: limit)
-            work.cancel()
+        let work = Mutex<Task<Void, Never>?>(nil)
+        let timer = MultiThreadedEventLoopGroup.singleton.any().scheduleTask(in: .nanoseconds(limit.inNanoseconds)) {
+            work.withLock { $0?.cancel() }
             gate.resume(with: .failure(DeadlineExceeded(limit: limit)))
+        }
+        work.withLock {
+            $0 = Task {
+                do { gate.resume(with: .success(try await operation())) } catch { gate.resume(with: .failure(error)) }
+                timer.cancel()
+            }
         }
     }
 }

@@ -31,12 +31,8 @@ extension StockLedger {
         return try await client.withConnection { connection in
             try await connection.query("BEGIN", logger: logger)
             do {
-                let rows = try await connection.query(
-                    """
-                    SELECT effect, status FROM dtx_first_phase('prepare', 'xa', 'confirm', \(request.workerEventId), \(request.productId), \
-                    \(request.quantity), \(service), \(lockTimeoutMilliseconds), \(request.notAfter)::timestamptz, \(coordinator), \(gid))
-                    """,
-                    logger: logger
+                let rows = try await connection.execute(
+                    firstPhaseStatement(.xaPrepare, request, rowStatus: .confirmed, coordinator: coordinator, xaGID: gid), logger: logger
                 )
                 for try await _ in rows {}
                 try await connection.query(PostgresQuery(unsafeSQL: "PREPARE TRANSACTION '\(gid)'"), logger: logger)

@@ -103,18 +103,19 @@ public struct StockLedger: Sendable {
     // MARK: First phase (try, reserve): take stock, row 'try'
 
     func firstPhase(_ op: BranchOperation, _ request: BranchRequest, coordinator: String?) async throws -> BranchResponse {
-        let rows = try await client.query(
-            """
-            SELECT effect, status FROM dtx_first_phase(\(op.rawValue), \(op.mode.rawValue), 'try', \(request.workerEventId), \
-            \(request.productId), \(request.quantity), \(service), \(lockTimeoutMilliseconds), \(request.notAfter)::timestamptz, \
-            \(coordinator), NULL)
-            """,
-            logger: logger
-        )
-        for try await (effect, status) in rows.decode((String, String).self) {
+        let rows = try await client.execute(firstPhaseStatement(op, request, rowStatus: .tried, coordinator: coordinator, xaGID: nil), logger: logger)
+        for try await (effect, status) in rows {
             return try response(request, op, effect: effect, status: status)
         }
         throw ProtocolError(.internalError, "dtx_first_phase returned no row")
+    }
+
+    func firstPhaseStatement(_ op: BranchOperation, _ request: BranchRequest, rowStatus: RowStatus, coordinator: String?, xaGID: String?) -> FirstPhaseStatement {
+        FirstPhaseStatement(
+            op: op.rawValue, mode: op.mode.rawValue, rowStatus: rowStatus.rawValue, gid: request.workerEventId, branch: request.productId,
+            quantity: request.quantity, service: service, lockTimeoutMilliseconds: lockTimeoutMilliseconds, notAfter: request.notAfter,
+            coordinator: coordinator, xaGID: xaGID
+        )
     }
 
     // MARK: Second phase (confirm, finalize, saga confirm, cancel, compensate)
@@ -145,27 +146,21 @@ public struct StockLedger: Sendable {
         let gids = requests.map(\.workerEventId)
         let branches = requests.map(\.productId)
         let set = plan.set.map(\.rawValue)
-        let rows: PostgresRowSequence
+        let rows: AsyncThrowingMapSequence<PostgresRowSequence, (Int32, String, String?, String?)>
         if let from = plan.from {
-            rows = try await client.query(
-                """
-                SELECT item, effect, status, refusal FROM dtx_advance(\(op.rawValue), \(gids), \(branches), \(from.rawValue), \
-                \(plan.to.rawValue), \(set), \(lockTimeoutMilliseconds), \(skipLocked))
-                """,
-                logger: logger
-            )
+            rows = try await client.execute(SecondPhaseStatement<AdvanceFunction>(
+                op: op.rawValue, originOrFrom: from.rawValue, gids: gids, branches: branches, set: set, to: plan.to.rawValue,
+                lockTimeoutMilliseconds: lockTimeoutMilliseconds, skipLocked: skipLocked
+            ), logger: logger)
         } else {
-            rows = try await client.query(
-                """
-                SELECT item, effect, status, refusal FROM dtx_undo(\(op.rawValue), \(op.origin!.rawValue), \(gids), \(branches), \
-                \(set), \(plan.to.rawValue), \(lockTimeoutMilliseconds), \(skipLocked))
-                """,
-                logger: logger
-            )
+            rows = try await client.execute(SecondPhaseStatement<UndoFunction>(
+                op: op.rawValue, originOrFrom: op.origin!.rawValue, gids: gids, branches: branches, set: set, to: plan.to.rawValue,
+                lockTimeoutMilliseconds: lockTimeoutMilliseconds, skipLocked: skipLocked
+            ), logger: logger)
         }
         var items: [ItemOutcome] = []
         items.reserveCapacity(requests.count)
-        for try await (index, effect, status, refusal) in rows.decode((Int32, String, String?, String?).self) {
+        for try await (index, effect, status, refusal) in rows {
             let request = requests[Int(index) - 1]
             if effect == "busy" {
                 items.append(.busy)

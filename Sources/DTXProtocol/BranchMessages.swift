@@ -4,6 +4,10 @@
 /// first-phase call (try, reserve, prepare) that arrives after it is refused with 409 `deadline_passed` and changes
 /// nothing. A client may send the documented body alone.
 public struct BranchRequest: Codable, Sendable, Hashable {
+    enum CodingKeys: String, CodingKey {
+        case workerEventId = "worker_event_id", productId = "product_id", quantity, notAfter = "not_after"
+    }
+
     public var workerEventId: Int64
     public var productId: Int64
     public var quantity: Int64
@@ -44,6 +48,10 @@ public enum CoordinatorHeader {
 /// One item's answer in a batched second-phase call (`POST /tcc/confirm` with an array body): what the same request
 /// alone would have answered, as its HTTP status and its body.
 public struct BranchBatchItem: Codable, Sendable, Hashable {
+    enum CodingKeys: String, CodingKey {
+        case workerEventId = "worker_event_id", productId = "product_id", httpStatus = "http_status", result, error
+    }
+
     public var workerEventId: Int64
     public var productId: Int64
     /// 200 done; 400 or 409 refused; 5xx retry.
@@ -62,6 +70,10 @@ public struct BranchBatchItem: Codable, Sendable, Hashable {
 
 /// What a participant answers to a successful branch call.
 public struct BranchResponse: Codable, Sendable, Hashable {
+    enum CodingKeys: String, CodingKey {
+        case workerEventId = "worker_event_id", productId = "product_id", operation, effect, status
+    }
+
     /// What the call did.
     public enum Effect: String, Codable, Sendable {
         /// The operation ran: stock and row changed as the operation says.
@@ -90,6 +102,10 @@ public struct BranchResponse: Codable, Sendable, Hashable {
 
 /// `GET /tcc/status`: the branch row as the participant sees it.
 public struct BranchStatus: Codable, Sendable, Hashable {
+    enum CodingKeys: String, CodingKey {
+        case workerEventId = "worker_event_id", productId = "product_id", status, quantity
+    }
+
     public var workerEventId: Int64
     public var productId: Int64
     public var status: RowStatus?

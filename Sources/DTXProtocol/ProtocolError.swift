@@ -81,20 +81,15 @@ public struct ErrorBody: Codable, Sendable {
     public init(error: ProtocolError) { self.error = error }
 }
 
-/// The JSON coders of the wire protocol: snake_case keys.
+/// The JSON coders of the wire protocol. Keys are snake_case by each type's own `CodingKeys` (no key conversion: it
+/// costs a string transformation per key per message), and one encoder and one decoder serve every message (they are
+/// safe to share between threads).
 public enum WireJSON {
-    public static func encoder() -> JSONEncoder {
-        let encoder = JSONEncoder()
-        encoder.keyEncodingStrategy = .convertToSnakeCase
-        encoder.outputFormatting = [.sortedKeys]
-        return encoder
-    }
+    private static let sharedEncoder = JSONEncoder()
+    private static let sharedDecoder = JSONDecoder()
 
-    public static func decoder() -> JSONDecoder {
-        let decoder = JSONDecoder()
-        decoder.keyDecodingStrategy = .convertFromSnakeCase
-        return decoder
-    }
+    public static func encoder() -> JSONEncoder { sharedEncoder }
+    public static func decoder() -> JSONDecoder { sharedDecoder }
 
     /// JSON's insignificant whitespace.
     public static func isWhitespace(_ byte: UInt8) -> Bool { byte == 0x20 || byte == 0x0A || byte == 0x0D || byte == 0x09 }
@@ -112,7 +107,7 @@ public enum WireJSON {
 
     static func describe(_ error: DecodingError) -> String {
         func field(_ path: [any CodingKey]) -> String {
-            path.map { $0.intValue.map { "[\($0)]" } ?? snake($0.stringValue) }.joined(separator: ".")
+            path.map { $0.intValue.map { "[\($0)]" } ?? $0.stringValue }.joined(separator: ".")
         }
         switch error {
         case .keyNotFound(let key, let context):
@@ -136,13 +131,5 @@ public enum WireJSON {
         case is Array<Any>.Type: "an array"
         default: "of type \(type)"
         }
-    }
-
-    private static func snake(_ name: String) -> String {
-        var out = ""
-        for c in name {
-            if c.isUppercase { out += "_" + c.lowercased() } else { out.append(c) }
-        }
-        return out
     }
 }

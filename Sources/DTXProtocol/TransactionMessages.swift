@@ -4,7 +4,13 @@
 /// every participant the coordinator knows, in the order they were configured.
 /// Explicit form: `{"mode": "saga", "branches": [{"participant": "ServiceA", "product_id": 1, "quantity": 10}, ...]}`.
 public struct TransactionRequest: Codable, Sendable, Hashable {
+    enum CodingKeys: String, CodingKey {
+        case mode, productId = "product_id", quantity, branches
+    }
+
     public struct Branch: Codable, Sendable, Hashable {
+        enum CodingKeys: String, CodingKey { case participant, productId = "product_id", quantity }
+
         public var participant: String
         public var productId: Int64
         public var quantity: Int64
@@ -68,6 +74,10 @@ public struct TransactionRequest: Codable, Sendable, Hashable {
 
 /// One branch as the coordinator records it.
 public struct BranchRecord: Codable, Sendable, Hashable {
+    enum CodingKeys: String, CodingKey {
+        case participant, productId = "product_id", quantity, state, attempts, lastError = "last_error"
+    }
+
     /// The coordinator's view of a branch.
     public enum State: String, Codable, Sendable {
         case pending
@@ -97,6 +107,10 @@ public struct BranchRecord: Codable, Sendable, Hashable {
 
 /// `GET /v1/transactions/{id}` and the answer of `POST /v1/transactions`.
 public struct TransactionView: Codable, Sendable, Hashable {
+    enum CodingKeys: String, CodingKey {
+        case id, mode, status, phase, decision, errorMessage = "error_message", branches, attempts, createdAt = "created_at", updatedAt = "updated_at", nextRetryAt = "next_retry_at"
+    }
+
     public var id: Int64
     public var mode: Mode
     public var status: GlobalStatus

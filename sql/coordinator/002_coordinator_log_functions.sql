@@ -43,52 +43,66 @@ CREATE OR REPLACE FUNCTION dtx_allocate_ids(p_count bigint) RETURNS bigint LANGU
     UPDATE worker_event_ids SET next_id = next_id + p_count RETURNING next_id - p_count;
 $$;
 
--- The first record of a global transaction, pending in its first phase, held by the caller with epoch 1. Not waited
--- for on disk (see above). With an idempotency key already in the log, nothing is written and the existing row is
--- returned (created = false; same_request says whether its request equals this one).
-CREATE OR REPLACE FUNCTION dtx_begin(
-    p_id bigint, p_mode text, p_phase text, p_request jsonb, p_branches jsonb, p_timeout_seconds double precision,
-    p_owner text, p_holder bigint, p_lease_seconds double precision, p_idempotency_key text
+-- The first records of global transactions, pending in their first phase, held by the caller with epoch 1; one row
+-- per item, in order. Not waited for on disk (see above). An item whose idempotency key is in the log already writes
+-- nothing and returns the existing row (created = false; same_request says whether its request equals this one).
+-- Many items in one call are the coordinator's group commit: the first records of transactions that began together.
+CREATE OR REPLACE FUNCTION dtx_begin_many(
+    p_ids bigint[], p_modes text[], p_phases text[], p_requests text[], p_branches text[], p_timeout_seconds double precision,
+    p_owner text, p_holder bigint, p_lease_seconds double precision, p_idempotency_keys text[]
 ) RETURNS TABLE (
-    created boolean, same_request boolean, id bigint, status text, mode text, phase text, error_message text,
+    item integer, created boolean, same_request boolean, id bigint, status text, mode text, phase text, error_message text,
     branches text, deadline_at timestamptz, attempts integer, created_at timestamptz, lease_epoch bigint
 ) LANGUAGE plpgsql AS $$
+DECLARE
+    v_found boolean;
 BEGIN
     PERFORM set_config('synchronous_commit', 'off', true);
-    RETURN QUERY
-    INSERT INTO worker_events AS w (id, status, mode, phase, request, branches, deadline_at, lease_owner, lease_holder,
-                                    lease_expires_at, lease_epoch, idempotency_key)
-    VALUES (p_id, 'pending', p_mode, p_phase, p_request, p_branches, now() + make_interval(secs => p_timeout_seconds),
-            p_owner, p_holder, now() + make_interval(secs => p_lease_seconds), 1, p_idempotency_key)
-    ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-    RETURNING true, true, w.id, w.status, w.mode, w.phase, w.error_message, w.branches::text, w.deadline_at, w.attempts,
-              w.created_at, w.lease_epoch;
-    IF NOT FOUND THEN
+    FOR i IN 1 .. coalesce(array_length(p_ids, 1), 0) LOOP
         RETURN QUERY
-        SELECT false, w.request = p_request, w.id, w.status, w.mode, w.phase, w.error_message, w.branches::text,
-               w.deadline_at, w.attempts, w.created_at, w.lease_epoch
-        FROM worker_events w WHERE w.idempotency_key = p_idempotency_key;
-    END IF;
+        INSERT INTO worker_events AS w (id, status, mode, phase, request, branches, deadline_at, lease_owner, lease_holder,
+                                        lease_expires_at, lease_epoch, idempotency_key)
+        VALUES (p_ids[i], 'pending', p_modes[i], p_phases[i], p_requests[i]::jsonb, p_branches[i]::jsonb,
+                now() + make_interval(secs => p_timeout_seconds), p_owner, p_holder, now() + make_interval(secs => p_lease_seconds),
+                1, nullif(p_idempotency_keys[i], ''))
+        ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+        RETURNING i, true, true, w.id, w.status, w.mode, w.phase, w.error_message, w.branches::text, w.deadline_at, w.attempts,
+                  w.created_at, w.lease_epoch;
+        GET DIAGNOSTICS v_found = ROW_COUNT;
+        IF NOT v_found THEN
+            RETURN QUERY
+            SELECT i, false, w.request = p_requests[i]::jsonb, w.id, w.status, w.mode, w.phase, w.error_message, w.branches::text,
+                   w.deadline_at, w.attempts, w.created_at, w.lease_epoch
+            FROM worker_events w WHERE w.idempotency_key = nullif(p_idempotency_keys[i], '');
+        END IF;
+    END LOOP;
 END;
 $$;
 
--- A move of a transaction: status, phase, error and branches, if the caller still holds the row with p_epoch and the
--- row is still in the phase the caller read. p_release gives the row back (final). p_durable = false does not wait
--- for the WAL flush (writes that recovery can redo). Returns whether the row was written.
-CREATE OR REPLACE FUNCTION dtx_record(
-    p_id bigint, p_epoch bigint, p_expected_phase text, p_status text, p_phase text, p_error text, p_branches jsonb,
-    p_release boolean, p_lease_seconds double precision, p_durable boolean
-) RETURNS boolean LANGUAGE plpgsql AS $$
+-- Moves of transactions: status, phase, error and branches of each item, written if the caller still holds the row
+-- with that item's epoch and the row is still in the phase the caller read. p_release[i] gives the row back (it is no
+-- longer open). p_durable = false does not wait for the WAL flush (writes recovery can redo). One row per item, in
+-- order: whether it was written. Many items in one call are the coordinator's group commit. An empty error or
+-- idempotency key stands for none (arrays from the client carry no NULL).
+CREATE OR REPLACE FUNCTION dtx_record_many(
+    p_ids bigint[], p_epochs bigint[], p_expected_phases text[], p_statuses text[], p_phases text[], p_errors text[],
+    p_branches text[], p_release boolean[], p_lease_seconds double precision, p_durable boolean
+) RETURNS TABLE (item integer, written boolean) LANGUAGE plpgsql AS $$
 BEGIN
     IF NOT p_durable THEN
         PERFORM set_config('synchronous_commit', 'off', true);
     END IF;
-    UPDATE worker_events
-    SET status = p_status, phase = p_phase, error_message = p_error, branches = p_branches, updated_at = now(),
-        lease_holder = CASE WHEN p_release THEN NULL ELSE lease_holder END,
-        lease_expires_at = CASE WHEN p_release THEN NULL ELSE now() + make_interval(secs => p_lease_seconds) END
-    WHERE id = p_id AND lease_epoch = p_epoch AND phase = p_expected_phase;
-    RETURN FOUND;
+    FOR i IN 1 .. coalesce(array_length(p_ids, 1), 0) LOOP
+        UPDATE worker_events
+        SET status = p_statuses[i], phase = p_phases[i], error_message = nullif(p_errors[i], ''), branches = p_branches[i]::jsonb,
+            updated_at = now(),
+            lease_holder = CASE WHEN p_release[i] THEN NULL ELSE lease_holder END,
+            lease_expires_at = CASE WHEN p_release[i] THEN NULL ELSE now() + make_interval(secs => p_lease_seconds) END
+        WHERE worker_events.id = p_ids[i] AND lease_epoch = p_epochs[i] AND phase = p_expected_phases[i];
+        item := i;
+        written := FOUND;
+        RETURN NEXT;
+    END LOOP;
 END;
 $$;
 

@@ -1,0 +1,102 @@
+import PostgresNIO
+
+/// The branch functions as prepared statements: parsed and planned once per connection, then only bound and executed
+/// (PostgreSQL skips its parse and plan, PostgresNIO its describe), the cheapest way to call them.
+
+/// `dtx_first_phase`: try, reserve (and XA prepare, between BEGIN and PREPARE TRANSACTION).
+struct FirstPhaseStatement: PostgresPreparedStatement {
+    static let name = "dtx_first_phase_v1"
+    static let sql = "SELECT effect, status FROM dtx_first_phase($1, $2, $3, $4, $5, $6, $7, $8, $9::text::timestamptz, $10, $11)"
+    typealias Row = (String, String)
+
+    var op: String
+    var mode: String
+    var rowStatus: String
+    var gid: Int64
+    var branch: Int64
+    var quantity: Int64
+    var service: String
+    var lockTimeoutMilliseconds: Int32
+    var notAfter: String?
+    var coordinator: String?
+    var xaGID: String?
+
+    func makeBindings() throws -> PostgresBindings {
+        var bindings = PostgresBindings(capacity: 11)
+        bindings.append(op)
+        bindings.append(mode)
+        bindings.append(rowStatus)
+        bindings.append(gid)
+        bindings.append(branch)
+        bindings.append(quantity)
+        bindings.append(service)
+        bindings.append(lockTimeoutMilliseconds)
+        bindings.append(notAfter)
+        bindings.append(coordinator)
+        bindings.append(xaGID)
+        return bindings
+    }
+
+    func decodeRow(_ row: PostgresRow) throws -> Row { try row.decode(Row.self) }
+}
+
+/// `dtx_advance` (confirm, finalize, saga confirm) and `dtx_undo` (cancel, compensate), over arrays of items.
+struct SecondPhaseStatement<Function: SecondPhaseFunction>: PostgresPreparedStatement {
+    static var name: String { Function.name }
+    static var sql: String { Function.sql }
+    typealias Row = (Int32, String, String?, String?)
+
+    var op: String
+    /// dtx_undo: the origin op; dtx_advance: the status moved from.
+    var originOrFrom: String
+    var gids: [Int64]
+    var branches: [Int64]
+    var set: [String]
+    var to: String
+    var lockTimeoutMilliseconds: Int32
+    var skipLocked: Bool
+
+    func makeBindings() throws -> PostgresBindings {
+        var bindings = PostgresBindings(capacity: 8)
+        bindings.append(op)
+        Function.bind(originOrFrom: originOrFrom, gids: gids, branches: branches, set: set, to: to, into: &bindings)
+        bindings.append(lockTimeoutMilliseconds)
+        bindings.append(skipLocked)
+        return bindings
+    }
+
+    func decodeRow(_ row: PostgresRow) throws -> Row { try row.decode(Row.self) }
+}
+
+/// The argument order of one second-phase function.
+protocol SecondPhaseFunction: Sendable {
+    static var name: String { get }
+    static var sql: String { get }
+    static func bind(originOrFrom: String, gids: [Int64], branches: [Int64], set: [String], to: String, into bindings: inout PostgresBindings)
+}
+
+/// `dtx_advance(op, gids, branches, from, to, done, lock_timeout, skip_locked)`.
+enum AdvanceFunction: SecondPhaseFunction {
+    static let name = "dtx_advance_v1"
+    static let sql = "SELECT item, effect, status, refusal FROM dtx_advance($1, $2, $3, $4, $5, $6, $7, $8)"
+    static func bind(originOrFrom: String, gids: [Int64], branches: [Int64], set: [String], to: String, into bindings: inout PostgresBindings) {
+        bindings.append(gids)
+        bindings.append(branches)
+        bindings.append(originOrFrom)
+        bindings.append(to)
+        bindings.append(set)
+    }
+}
+
+/// `dtx_undo(op, origin, gids, branches, undoable, to, lock_timeout, skip_locked)`.
+enum UndoFunction: SecondPhaseFunction {
+    static let name = "dtx_undo_v1"
+    static let sql = "SELECT item, effect, status, refusal FROM dtx_undo($1, $2, $3, $4, $5, $6, $7, $8)"
+    static func bind(originOrFrom: String, gids: [Int64], branches: [Int64], set: [String], to: String, into bindings: inout PostgresBindings) {
+        bindings.append(originOrFrom)
+        bindings.append(gids)
+        bindings.append(branches)
+        bindings.append(set)
+        bindings.append(to)
+    }
+}
