@@ -13,13 +13,27 @@ public struct ChildProcess: Sendable {
     public let name: String
     public let pid: pid_t
     public let logPath: String
+    /// With `controlled`: the write end of a pipe that is the child's standard input (see `send`). The child sees
+    /// end of file when this process ends, however it ends.
+    public let control: Int32?
 
-    /// Starts `executable` with `arguments`, standard output and error appended to `logPath`.
-    public static func spawn(name: String, executable: String, arguments: [String], logPath: String) throws -> ChildProcess {
+    /// Starts `executable` with `arguments`, standard output and error appended to `logPath`. `controlled` gives it
+    /// a pipe as standard input, for `send`; otherwise standard input is /dev/null.
+    public static func spawn(name: String, executable: String, arguments: [String], logPath: String, controlled: Bool = false) throws -> ChildProcess {
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        var pipeEnds: [Int32] = [-1, -1]
+        if controlled {
+            // close-on-exec on both ends: the child gets the read end as its standard input only, no other child gets either
+            guard pipe(&pipeEnds) == 0 else { throw LaunchError("could not make a pipe for \(name): errno \(errno)") }
+            _ = fcntl(pipeEnds[0], F_SETFD, FD_CLOEXEC)
+            _ = fcntl(pipeEnds[1], F_SETFD, FD_CLOEXEC)
+            posix_spawn_file_actions_adddup2(&actions, pipeEnds[0], 0)
+        } else {
+            posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        }
+        defer { if controlled { close(pipeEnds[0]) } }
         posix_spawn_file_actions_addopen(&actions, 1, logPath, O_WRONLY | O_CREAT | O_APPEND, 0o644)
         posix_spawn_file_actions_adddup2(&actions, 1, 2)
         let argv: [UnsafeMutablePointer<CChar>?] = ([executable] + arguments).map { strdup($0) } + [nil]
@@ -30,9 +44,23 @@ public struct ChildProcess: Sendable {
         var pid: pid_t = 0
         let result = posix_spawn(&pid, executable, &actions, nil, argv, envp)
         guard result == 0 else {
+            if controlled { close(pipeEnds[1]) }
             throw LaunchError("could not start \(name) (\(executable)): \(String(cString: strerror(result)))")
         }
-        return ChildProcess(name: name, pid: pid, logPath: logPath)
+        return ChildProcess(name: name, pid: pid, logPath: logPath, control: controlled ? pipeEnds[1] : nil)
+    }
+
+    /// Writes one line to the child's standard input (`controlled` children only).
+    public func send(_ line: String) throws {
+        guard let control else { throw LaunchError("\(name) was not started with a control pipe") }
+        let bytes = Array((line + "\n").utf8)
+        let written = bytes.withUnsafeBytes { write(control, $0.baseAddress, $0.count) }
+        guard written == bytes.count else { throw LaunchError("could not write to \(name): errno \(errno)") }
+    }
+
+    /// Closes the control pipe: the child reads end of file.
+    public func closeControl() {
+        if let control { close(control) }
     }
 
     public func signal(_ signal: Int32) {
