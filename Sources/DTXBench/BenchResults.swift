@@ -45,6 +45,8 @@ public struct BenchEnvironment: Codable, Sendable {
 }
 
 public struct BenchSettings: Codable, Sendable {
+    /// The round-trip times run (milliseconds); [0] when no --rtt was given.
+    public var rttMs: [Double]?
     public var repeats: Int
     public var durationSeconds: Double
     public var warmupSeconds: Double
@@ -53,7 +55,8 @@ public struct BenchSettings: Codable, Sendable {
     /// Open loop only: the target arrival rate, requests per second.
     public var rate: Double?
 
-    public init(repeats: Int, durationSeconds: Double, warmupSeconds: Double, loop: String, rate: Double?) {
+    public init(rttMs: [Double]? = nil, repeats: Int, durationSeconds: Double, warmupSeconds: Double, loop: String, rate: Double?) {
+        self.rttMs = rttMs
         self.repeats = repeats
         self.durationSeconds = durationSeconds
         self.warmupSeconds = warmupSeconds
@@ -82,19 +85,32 @@ public struct ScenarioResult: Codable, Sendable {
     }
 }
 
-/// One mode at one client count: every repetition, and their summary.
+/// One mode at one client count and one round-trip time: every repetition, and their summary.
 public struct CellResult: Codable, Sendable {
-    /// local, direct, tcc, saga or xa.
-    public var mode: String
+    public var mode: BenchMode
     public var clients: Int
+    /// The round-trip time between every two parts (0: loopback, no relay).
+    public var rttMs: Double
     public var runs: [RunResult]
     public var summary: CellSummary
 
-    public init(mode: String, clients: Int, runs: [RunResult], summary: CellSummary) {
+    public init(mode: BenchMode, clients: Int, rttMs: Double = 0, runs: [RunResult], summary: CellSummary) {
         self.mode = mode
         self.clients = clients
+        self.rttMs = rttMs
         self.runs = runs
         self.summary = summary
+    }
+
+    enum CodingKeys: String, CodingKey { case mode, clients, rttMs, runs, summary }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        mode = try container.decode(BenchMode.self, forKey: .mode)
+        clients = try container.decode(Int.self, forKey: .clients)
+        rttMs = try container.decodeIfPresent(Double.self, forKey: .rttMs) ?? 0  // results written before the RTT dimension
+        runs = try container.decode([RunResult].self, forKey: .runs)
+        summary = try container.decode(CellSummary.self, forKey: .summary)
     }
 }
 
@@ -111,12 +127,16 @@ public struct CellSummary: Codable, Sendable {
     public var ratioToLocal: Double?
     /// Median throughput over `direct`'s median throughput at the same client count.
     public var ratioToDirect: Double?
+    /// Median throughput over pgbench's `pgbench-local` and `pgbench-2pc` at the same client count and RTT.
+    public var ratioToPgbenchLocal: Double?
+    public var ratioToPgbench2PC: Double?
     /// True when the invariant check held after every repetition.
     public var invariantsHeld: Bool
 
     public init(
         throughput: Spread, latencyMs: Percentiles, outcomes: Outcomes, retries: Int, cpuSecondsPer1000: [String: Double],
-        ratioToLocal: Double?, ratioToDirect: Double?, invariantsHeld: Bool
+        ratioToLocal: Double?, ratioToDirect: Double?, ratioToPgbenchLocal: Double? = nil, ratioToPgbench2PC: Double? = nil,
+        invariantsHeld: Bool
     ) {
         self.throughput = throughput
         self.latencyMs = latencyMs
@@ -125,6 +145,8 @@ public struct CellSummary: Codable, Sendable {
         self.cpuSecondsPer1000 = cpuSecondsPer1000
         self.ratioToLocal = ratioToLocal
         self.ratioToDirect = ratioToDirect
+        self.ratioToPgbenchLocal = ratioToPgbenchLocal
+        self.ratioToPgbench2PC = ratioToPgbench2PC
         self.invariantsHeld = invariantsHeld
     }
 }
@@ -208,9 +230,11 @@ public struct RunResult: Codable, Sendable {
     }
 }
 
-/// A crash scenario's fault and what followed, per mode.
+/// A crash or partition scenario's fault and what followed, per mode.
 public struct RecoveryTimeline: Codable, Sendable {
-    public var mode: String
+    public var mode: BenchMode
+    /// The round-trip time of the run (nil in results written before the RTT dimension: 0).
+    public var rttMs: Double?
     /// e.g. "ServiceB killed (SIGKILL) and restarted", "coordinator killed (SIGKILL) and restarted".
     public var fault: String
     /// Seconds from the start of the run.
@@ -225,10 +249,11 @@ public struct RecoveryTimeline: Codable, Sendable {
     public var invariantsHeld: Bool
 
     public init(
-        mode: String, fault: String, faultAtSeconds: Double, resolvedAtSeconds: Double?, recoverySeconds: Double?,
+        mode: BenchMode, rttMs: Double? = 0, fault: String, faultAtSeconds: Double, resolvedAtSeconds: Double?, recoverySeconds: Double?,
         throughputSamples: [Double], sampleSeconds: Double, invariantsHeld: Bool
     ) {
         self.mode = mode
+        self.rttMs = rttMs
         self.fault = fault
         self.faultAtSeconds = faultAtSeconds
         self.resolvedAtSeconds = resolvedAtSeconds

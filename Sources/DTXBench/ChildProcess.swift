@@ -139,6 +139,13 @@ public enum ProcessCPU {
         return total
     }
 
+    /// CPU seconds of this process's children that have ended and been waited for (pgbench, say).
+    public static func reapedChildrenSeconds() -> Double {
+        var usage = rusage()
+        getrusage(RUSAGE_CHILDREN.rawValue, &usage)
+        return Double(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) + Double(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6
+    }
+
     /// /proc/PID/stat after the command name: field 3 (state) onward.
     static func statFields(_ pid: pid_t) -> [String]? {
         guard let text = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),

@@ -33,20 +33,17 @@ public struct Demo: Sendable {
     /// Runs the demo. `cleanup` receives what must be undone if the process is interrupted.
     public func run(cleanup: CleanupList) async throws {
         let directory = "/tmp/dtx-demo-\(getpid())"
-        print("==> Starting a throwaway PostgreSQL in \(directory)")
-        let cluster = try EmbeddedPostgres(configuration: .init(directory: directory))
-        if !options.keep { try cluster.removeWhenProcessExits() }
-        cleanup.add { if !options.keep { try? cluster.destroy() } }
+        print("==> Starting three throwaway PostgreSQL servers, one per part, in \(directory)")
+        let servers = try ServerTrio(directory: directory)
+        if !options.keep { try servers.removeWhenProcessExits() }
+        cleanup.add { if !options.keep { try? servers.destroy() } }
         do {
-            try await cluster.start(logger: logger)
+            try await servers.start(logger: logger)
         } catch {
-            throw DemoFailure(part: "PostgreSQL", message: "\(error)", log: "\(directory)/postgres.log")
+            throw DemoFailure(part: "PostgreSQL", message: "\(error)", log: "\(directory)/*/postgres.log")
         }
-        let urls = (
-            a: try cluster.url(database: "dtx_service_a"), b: try cluster.url(database: "dtx_service_b"),
-            coordinator: try cluster.url(database: "dtx_coordinator")
-        )
-        print("    \(cluster.statusLine())")
+        let urls = try servers.urls
+        for line in servers.statusLines() { print("    \(line)") }
 
         var configuration = Stack.Configuration(
             executable: options.executable, logDirectory: "\(directory)/logs", serviceA: urls.a, serviceB: urls.b, coordinatorDatabase: urls.coordinator
@@ -146,11 +143,11 @@ public struct Demo: Sendable {
             }
             print("    e.g. \(options.executable) run --mode tcc --product-id 1 --quantity 1 --coordinator \(coordinator)")
             print("    databases: \(urls.a.urlString)  \(urls.b.urlString)  \(urls.coordinator.urlString)")
-            print("    stop them: kill \(await stack.processes.values.map { "\($0.pid)" }.joined(separator: " ")); \(options.executable) postgres stop --remove --dir \(directory)")
+            print("    stop them: kill \(await stack.processes.values.map { "\($0.pid)" }.joined(separator: " ")); \(options.executable) postgres stop --remove --servers 3 --dir \(directory)")
         } else {
-            print("==> Stopping the services and removing the cluster")
+            print("==> Stopping the services and removing the servers")
             await stack.stop()
-            try? cluster.destroy()
+            try? servers.destroy()
             print("    done")
         }
     }

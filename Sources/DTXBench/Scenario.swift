@@ -12,28 +12,56 @@ public struct Scenario: Codable, Sendable {
         public var downSeconds: Double
     }
 
+    /// A partition between the coordinator and a participant, made and healed by the relay.
+    public struct Partition: Codable, Sendable {
+        /// The participant cut off from the coordinator: "ServiceA" or "ServiceB".
+        public var participant: String
+        /// Seconds into the measured run.
+        public var atSeconds: Double
+        /// How long the partition lasts.
+        public var forSeconds: Double
+    }
+
     public var name: String
     public var description: String
     public var workload: Workload
-    /// Modes for this scenario (default: the command line's).
+    /// Modes for this scenario (default: the command line's), e.g. ["tcc+batch", "xa"].
     public var modes: [String]?
+    /// Round-trip times for this scenario (default: the command line's --rtt), e.g. ["5ms"].
+    public var rtt: [String]?
     /// Client counts for this scenario (default: the command line's).
     public var clients: [Int]?
     /// Extra `dtx participant` arguments by service, e.g. fault injection.
     public var participantArguments: [String: [String]]?
     public var coordinatorArguments: [String]?
     public var crash: Crash?
+    public var partition: Partition?
 
     public static func load(_ path: String) throws -> Scenario {
         guard let data = FileManager.default.contents(atPath: path) else {
             throw ScenarioError("cannot read scenario file \(path)")
         }
+        let scenario: Scenario
         do {
-            return try JSONDecoder().decode(Scenario.self, from: data)
+            scenario = try JSONDecoder().decode(Scenario.self, from: data)
         } catch let error as DecodingError {
             throw ScenarioError("scenario \(path) is not valid: \(error)")
         }
+        if let modes = scenario.modes { _ = try BenchMode.list(modes.joined(separator: ",")) }
+        if let partition = scenario.partition, !["ServiceA", "ServiceB"].contains(partition.participant) {
+            throw ScenarioError("scenario \(path): a partition cuts the coordinator from ServiceA or ServiceB, not '\(partition.participant)'")
+        }
+        if scenario.crash != nil && scenario.partition != nil {
+            throw ScenarioError("scenario \(path): one fault per scenario (crash or partition)")
+        }
+        return scenario
     }
+
+    /// The scenario's own modes, parsed.
+    public var benchModes: [BenchMode]? { modes.flatMap { try? BenchMode.list($0.joined(separator: ",")) } }
+
+    /// Whether the scenario injects a fault (its runs then exclude the baselines and references).
+    public var hasFault: Bool { crash != nil || partition != nil }
 
     /// The parameters to show in the report.
     public var parameters: [String: String] {
@@ -44,6 +72,11 @@ public struct Scenario: Codable, Sendable {
         if workload.failShare > 0 { result["share refused on stock"] = String(format: "%.0f %%", workload.failShare * 100) }
         for (service, arguments) in participantArguments ?? [:] { result["\(service) options"] = arguments.joined(separator: " ") }
         if let crash { result["crash"] = "\(crash.target) killed (SIGKILL) at \(crash.atSeconds) s, restarted \(crash.downSeconds) s later" }
+        if let partition {
+            result["partition"] = "coordinator cut from \(partition.participant) at \(partition.atSeconds) s for \(partition.forSeconds) s "
+                + "(new connections refused, open ones stalled)"
+        }
+        if let rtt { result["round-trip time"] = rtt.joined(separator: ", ") }
         return result
     }
 }

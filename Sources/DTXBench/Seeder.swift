@@ -16,6 +16,8 @@ public enum Seeder {
                     try await upsert(connection, from: exhaustedFirst, to: exhaustedLast, stock: isA ? workload.stock : 0, logger: logger)
                 }
                 if isA {
+                    // ids for the rows of pgbench's reference rows, above Verifier.baselineIDs (see Pgbench)
+                    try await connection.query("CREATE SEQUENCE IF NOT EXISTS dtx_bench_ids START 9000000000000001", logger: logger)
                     // the local baseline's stand-in for ServiceB's products, in ServiceA's database
                     try await upsert(connection, from: first + Workload.mirrorOffset, to: last + Workload.mirrorOffset, stock: workload.stock, logger: logger)
                     if workload.exhaustedProducts > 0 {

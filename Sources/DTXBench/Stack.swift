@@ -8,7 +8,13 @@ import Synchronization
 import Glibc
 #endif
 
-/// ServiceA, ServiceB and a coordinator as separate `dtx` processes: what the demo and the benchmark run.
+/// ServiceA, ServiceB and the coordinator as separate `dtx` processes, what the demo and the benchmark run; for the
+/// benchmark also a second coordinator with batching off (the canonical protocol) and, when a round-trip time is
+/// given, a `dtx relay` process that every connection between two parts goes through.
+///
+/// With a relay, each part reaches the next through its own link, so that the round trip between any two parts is
+/// the relay's RTT: load generator -> each coordinator and each participant (the baselines), coordinators -> each
+/// participant, participants -> the coordinator (their reconcilers), each service -> its PostgreSQL server.
 public actor Stack {
     public struct Configuration: Sendable {
         /// The `dtx` executable to start.
@@ -25,6 +31,11 @@ public actor Stack {
         public var logLevel = "warning"
         /// Start the services without tying them to this process (they outlive it).
         public var keepRunning = false
+        /// Also run a coordinator with batching off (`coordinator-unbatched`), for the canonical protocol's rows.
+        public var unbatchedCoordinator = false
+        /// Put every connection between two parts through a relay with this round-trip time (nil: no relay). Zero
+        /// starts a relay that adds no delay, for partitions.
+        public var rtt: Duration?
 
         public init(executable: String, logDirectory: String, serviceA: DatabaseURL, serviceB: DatabaseURL, coordinatorDatabase: DatabaseURL) {
             self.executable = executable
@@ -35,54 +46,158 @@ public actor Stack {
         }
     }
 
+    public static let participantNames = ["ServiceA", "ServiceB"]
+    public static let coordinatorName = "coordinator"
+    public static let unbatchedCoordinatorName = "coordinator-unbatched"
+    public static let relayName = "relay"
+
+    /// The relay's links, named `<from>-<to>`.
+    public enum Link {
+        public static func database(_ service: String) -> String { "\(service)-db" }
+        public static func coordinatorTo(_ participant: String) -> String { "coordinator-\(participant)" }
+        public static let toCoordinator = "participants-coordinator"
+        public static func loadgenTo(_ service: String) -> String { "loadgen-\(service)" }
+        public static let loadgenDatabase = "loadgen-db"
+    }
+
     public let configuration: Configuration
+    /// The port each service listens on.
     public private(set) var ports: [String: Int] = [:]
+    /// The port each relay link listens on (empty without a relay).
+    public private(set) var relayPorts: [String: Int] = [:]
     public private(set) var processes: [String: ChildProcess] = [:] {
         didSet { pids.withLock { $0 = processes.values.map(\.pid) } }
     }
     /// The pids, readable without the actor (from a signal handler).
     private let pids = Mutex<[pid_t]>([])
+    let client: ServiceClient
 
-    /// SIGTERM to every service, now, without waiting: for a Ctrl-C handler.
+    /// SIGTERM to every process, now, without waiting: for a Ctrl-C handler.
     public nonisolated func terminateNow() {
         for pid in pids.withLock({ $0 }) { Glibc.kill(pid, SIGTERM) }
     }
-    let client: ServiceClient
-
-    public static let participantNames = ["ServiceA", "ServiceB"]
-    public static let coordinatorName = "coordinator"
 
     public init(configuration: Configuration) {
         self.configuration = configuration
         self.client = ServiceClient(configuration: .init(token: configuration.token))
     }
 
+    public var serviceNames: [String] {
+        Self.participantNames + [Self.coordinatorName] + (configuration.unbatchedCoordinator ? [Self.unbatchedCoordinatorName] : [])
+    }
+
+    public var hasRelay: Bool { configuration.rtt != nil }
+
+    /// A service's own URL (for health checks and tools; never through the relay).
     public func url(_ name: String) -> String { "http://127.0.0.1:\(ports[name] ?? 0)" }
     public var coordinatorURL: String { url(Self.coordinatorName) }
 
-    /// Starts the three services (free ports) and waits until each answers /health.
+    /// The URL the load generator uses for a service: through the relay when there is one.
+    public func loadURL(_ name: String) -> String {
+        relayPorts[Link.loadgenTo(name)].map { "http://127.0.0.1:\($0)" } ?? url(name)
+    }
+
+    /// ServiceA's database as the load generator reaches it (the `local` baseline and pgbench).
+    public func loadDatabase() -> DatabaseURL {
+        relayPorts[Link.loadgenDatabase].map { configuration.serviceA.through(port: $0) } ?? configuration.serviceA
+    }
+
+    /// Starts the relay (if any) and the services (free ports), and waits until each answers /health. When one does
+    /// not start, what did start is stopped before the error is thrown.
     public func start() async throws {
-        try FileManager.default.createDirectory(atPath: configuration.logDirectory, withIntermediateDirectories: true)
-        for name in Self.participantNames + [Self.coordinatorName] where ports[name] == nil {
-            ports[name] = try EmbeddedPostgres.freePort()
+        do {
+            try FileManager.default.createDirectory(atPath: configuration.logDirectory, withIntermediateDirectories: true)
+            for name in serviceNames where ports[name] == nil { ports[name] = try EmbeddedPostgres.freePort() }
+            if let rtt = configuration.rtt { try await startRelay(rtt) }
+            for name in Self.participantNames { try await startService(name) }
+            try await startService(Self.coordinatorName)
+            if configuration.unbatchedCoordinator { try await startService(Self.unbatchedCoordinatorName) }
+        } catch {
+            await stop()
+            throw error
         }
-        for name in Self.participantNames { try await startService(name) }
-        try await startService(Self.coordinatorName)
+    }
+
+    private func relayLinks() throws -> [(name: String, target: Int)] {
+        func port(_ url: DatabaseURL) throws -> Int {
+            guard case .tcp(_, let port) = url.endpoint else { throw LaunchError("the relay needs TCP database URLs, not \(url)") }
+            return port
+        }
+        var links: [(String, Int)] = [
+            (Link.database("ServiceA"), try port(configuration.serviceA)),
+            (Link.database("ServiceB"), try port(configuration.serviceB)),
+            (Link.database(Self.coordinatorName), try port(configuration.coordinatorDatabase)),
+            (Link.toCoordinator, ports[Self.coordinatorName]!),
+            (Link.loadgenDatabase, try port(configuration.serviceA)),
+        ]
+        for participant in Self.participantNames {
+            links.append((Link.coordinatorTo(participant), ports[participant]!))
+            links.append((Link.loadgenTo(participant), ports[participant]!))
+        }
+        for coordinator in serviceNames where coordinator.hasPrefix(Self.coordinatorName) {
+            links.append((Link.loadgenTo(coordinator), ports[coordinator]!))
+        }
+        return links
+    }
+
+    private func startRelay(_ rtt: Duration) async throws {
+        var arguments = ["relay", "--rtt", "\(Double(rtt.inMicroseconds) / 1000)ms", "--log-level", configuration.logLevel]
+        if !configuration.keepRunning { arguments += ["--parent-pid", "\(getpid())"] }
+        for link in try relayLinks() {
+            let port = try EmbeddedPostgres.freePort()
+            relayPorts[link.name] = port
+            arguments += ["--link", "\(link.name)=\(port):127.0.0.1:\(link.target)"]
+        }
+        let relay = try ChildProcess.spawn(
+            name: Self.relayName, executable: configuration.executable, arguments: arguments,
+            logPath: "\(configuration.logDirectory)/\(Self.relayName).log", controlled: true
+        )
+        processes[Self.relayName] = relay
+        let deadline = ContinuousClock.now + .seconds(30)
+        while !relayPorts.keys.allSatisfy({ relay.logTail(lines: 200).contains("relay \($0) ") }) {
+            if let status = relay.exitStatus() {
+                throw LaunchError("the relay exited with status \(status) at start; its log (\(relay.logPath)) ends:\n\(relay.logTail())")
+            }
+            guard ContinuousClock.now < deadline else { throw LaunchError("the relay did not listen within 30 s; its log: \(relay.logPath)") }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+    }
+
+    /// Partitions a relay link (`Link` names): new connections refused, open ones stalled.
+    public func cut(_ link: String) async throws { try await relayCommand("cut \(link)") }
+    public func heal(_ link: String) async throws { try await relayCommand("heal \(link)") }
+
+    private func relayCommand(_ command: String) async throws {
+        guard let relay = processes[Self.relayName] else { throw LaunchError("no relay runs: a partition needs one") }
+        let done = relay.logTail(lines: 1000).components(separatedBy: "ok \(command)").count
+        try relay.send(command)
+        let deadline = ContinuousClock.now + .seconds(10)
+        while relay.logTail(lines: 1000).components(separatedBy: "ok \(command)").count <= done {
+            guard ContinuousClock.now < deadline else { throw LaunchError("the relay did not confirm '\(command)'") }
+            try await Task.sleep(for: .milliseconds(10))
+        }
     }
 
     /// Starts one service (again) on its port, and waits for its /health.
     public func startService(_ name: String) async throws {
         var arguments: [String]
         let parent = (configuration.keepRunning ? [] : ["--parent-pid", "\(getpid())"]) + ["--log-level", configuration.logLevel]
-        if name == Self.coordinatorName {
-            arguments = ["coordinator", "--port", "\(ports[name]!)", "--database-url", configuration.coordinatorDatabase.urlString,
-                         "--instance-id", "coordinator-1"]
-            for participant in Self.participantNames { arguments += ["--participant", "\(participant)=\(url(participant))"] }
+        let relayed = { (link: String) in self.relayPorts[link].map { "http://127.0.0.1:\($0)" } }
+        if name.hasPrefix(Self.coordinatorName) {
+            let database = relayPorts[Link.database(Self.coordinatorName)].map { configuration.coordinatorDatabase.through(port: $0) }
+                ?? configuration.coordinatorDatabase
+            arguments = ["coordinator", "--port", "\(ports[name]!)", "--database-url", database.urlString, "--instance-id", name]
+            for participant in Self.participantNames {
+                arguments += ["--participant", "\(participant)=\(relayed(Link.coordinatorTo(participant)) ?? url(participant))"]
+            }
+            if let toCoordinator = relayed(Link.toCoordinator) { arguments += ["--advertise-url", toCoordinator] }
+            if name == Self.unbatchedCoordinatorName { arguments += ["--batch-window", "0"] }
             arguments += configuration.coordinatorArguments
         } else {
-            let database = name == "ServiceA" ? configuration.serviceA : configuration.serviceB
+            let own = name == "ServiceA" ? configuration.serviceA : configuration.serviceB
+            let database = relayPorts[Link.database(name)].map { own.through(port: $0) } ?? own
             arguments = ["participant", "--name", name, "--port", "\(ports[name]!)", "--database-url", database.urlString,
-                         "--coordinator", url(Self.coordinatorName)]
+                         "--coordinator", relayed(Link.toCoordinator) ?? url(Self.coordinatorName)]
             arguments += configuration.participantArguments[name] ?? []
         }
         if let token = configuration.token { arguments += ["--token", token] }
@@ -111,16 +226,34 @@ public actor Stack {
         await processes[name]?.kill9()
     }
 
-    /// Graceful stop of everything (SIGTERM, then SIGKILL after a grace period).
+    /// Graceful stop of everything (SIGTERM, then SIGKILL after a grace period); the relay last.
     public func stop() async {
         await withTaskGroup(of: Void.self) { group in
-            for process in processes.values { group.addTask { await process.stop() } }
+            for (name, process) in processes where name != Self.relayName { group.addTask { await process.stop() } }
+        }
+        if let relay = processes[Self.relayName] {
+            relay.closeControl()
+            if await relay.wait(timeout: .seconds(5)) == nil { await relay.stop() }
         }
         try? await client.shutdown()
     }
 
-    /// CPU seconds used so far, by service name.
+    /// CPU seconds used so far, by process: both coordinators count as "coordinator".
     public func cpuSeconds() -> [String: Double] {
-        processes.compactMapValues { $0.cpuSeconds() }
+        var result: [String: Double] = [:]
+        for (name, process) in processes {
+            guard let seconds = process.cpuSeconds() else { continue }
+            result[name.hasPrefix(Self.coordinatorName) ? Self.coordinatorName : name, default: 0] += seconds
+        }
+        return result
+    }
+}
+
+extension DatabaseURL {
+    /// The same database reached on another local port (through the relay).
+    public func through(port: Int) -> DatabaseURL {
+        var url = self
+        url.endpoint = .tcp(host: "127.0.0.1", port: port)
+        return url
     }
 }

@@ -13,8 +13,11 @@ struct BenchCommand: AsyncParsableCommand {
 
     @Option(name: .customLong("scenario"), help: "A scenario file (repeat); default: every file in benchmarks/scenarios/.")
     var scenarioFiles: [String] = []
-    @Option(help: "Modes and baselines, comma-separated.") var modes: String = "local,direct,tcc,saga,xa"
+    @Option(help: "Modes, baselines and references, comma-separated: \(BenchMode.allCases.map(\.rawValue).joined(separator: ","))")
+    var modes: String = BenchMode.allCases.map(\.rawValue).joined(separator: ",")
     @Option(help: "Client counts, comma-separated.") var clients: String = "1,4,16,64"
+    @Option(help: "Round-trip times between every two parts, comma-separated, e.g. 0ms,1ms,5ms (0: loopback, no relay).")
+    var rtt: String = "0ms"
     @Option(help: "Measured time per run.") var duration = DurationArgument(.seconds(10))
     @Option(help: "Warm-up per run (not measured).") var warmup = DurationArgument(.seconds(2))
     @Option(name: .customLong("repeat"), help: "Repetitions per cell (reported as median with min-max).") var repeats: Int = 3
@@ -29,11 +32,13 @@ struct BenchCommand: AsyncParsableCommand {
         logger.logLevel = .warning
         let files = scenarioFiles.isEmpty ? try defaultScenarioFiles() : scenarioFiles
         var options = Bench.Options(executable: selfExecutable(), scenarios: try files.map(Scenario.load), outputDirectory: out)
-        options.modes = modes.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
-        let known: Set<String> = ["local", "direct", "tcc", "saga", "xa"]
-        if let unknown = options.modes.first(where: { !known.contains($0) }) {
-            throw ValidationError("unknown mode '\(unknown)': use local, direct, tcc, saga, xa")
+        do {
+            options.modes = try BenchMode.list(modes)
+            options.rtts = try rtt.split(separator: ",").map { try Bench.parseRTT(String($0)) }
+        } catch let error as ScenarioError {
+            throw ValidationError(error.description)
         }
+        guard !options.modes.isEmpty, !options.rtts.isEmpty else { throw ValidationError("give at least one mode and one round-trip time") }
         options.clients = try clients.split(separator: ",").map {
             guard let n = Int($0.trimmingCharacters(in: .whitespaces)), n >= 1 else { throw ValidationError("--clients: '\($0)' is not a positive integer") }
             return n

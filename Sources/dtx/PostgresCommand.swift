@@ -11,6 +11,14 @@ struct PostgresCommand: AsyncParsableCommand {
 
     struct Location: ParsableArguments {
         @Option(help: "The cluster's folder.") var dir: String = ".dtx/postgres"
+        @Option(help: "1: one server with the three databases; 3: a server per part (coordinator, service_a, service_b), in subfolders.")
+        var servers: Int = 1
+
+        func validate() throws {
+            guard servers == 1 || servers == 3 else { throw ValidationError("--servers is 1 or 3") }
+        }
+
+        var trio: ServerTrio? { get throws { servers == 3 ? try ServerTrio(directory: dir) : nil } }
     }
 
     struct Start: AsyncParsableCommand {
@@ -23,6 +31,13 @@ struct PostgresCommand: AsyncParsableCommand {
         func run() async throws {
             var logger = Logger(label: "dtx.postgres")
             logger.logLevel = .warning
+            if let trio = try location.trio {
+                guard port == nil else { throw ValidationError("--port is for one server; three pick free ports") }
+                try await trio.start(logger: logger)
+                for line in trio.statusLines() { print("PostgreSQL \(line)") }
+                for part in ServerTrio.Part.allCases { print("\(part.database)\t\(try trio.url(part).urlString)") }
+                return
+            }
             let cluster = try EmbeddedPostgres(configuration: .init(directory: location.dir, port: port))
             try await cluster.start(logger: logger)
             print("PostgreSQL \(cluster.statusLine())")
@@ -38,6 +53,16 @@ struct PostgresCommand: AsyncParsableCommand {
         @Flag(help: "Also delete the folder.") var remove = false
 
         func run() async throws {
+            if let trio = try location.trio {
+                if remove {
+                    try trio.destroy()
+                    print("stopped and removed \(location.dir)")
+                } else {
+                    try trio.stop()
+                    for line in trio.statusLines() { print("PostgreSQL \(line)") }
+                }
+                return
+            }
             let cluster = try EmbeddedPostgres(configuration: .init(directory: location.dir))
             if remove {
                 try cluster.destroy()
@@ -54,6 +79,12 @@ struct PostgresCommand: AsyncParsableCommand {
         @OptionGroup var location: Location
 
         func run() async throws {
+            if let trio = try location.trio {
+                for line in trio.statusLines() { print("PostgreSQL \(line)") }
+                guard trio.clusters.values.allSatisfy({ $0.isRunning() }) else { throw ExitCode(3) }
+                for part in ServerTrio.Part.allCases { print("\(part.database)\t\(try trio.url(part).urlString)") }
+                return
+            }
             let cluster = try EmbeddedPostgres(configuration: .init(directory: location.dir))
             print("PostgreSQL \(cluster.statusLine())")
             if cluster.isRunning() {

@@ -16,6 +16,7 @@ struct RelayCommand: AsyncParsableCommand {
 
     @Option(help: "Round-trip time through the relay, e.g. 5ms.") var rtt: DurationArgument
     @Option(name: .customLong("link"), help: "NAME=LISTEN_PORT:TARGET_HOST:TARGET_PORT (repeat).") var links: [String]
+    @OptionGroup var lifecycle: LifecycleOptions
     @OptionGroup var logging: LoggingOptions
 
     func run() async throws {
@@ -32,6 +33,13 @@ struct RelayCommand: AsyncParsableCommand {
         let relay = Relay(links: parsed, rtt: rtt.duration, logger: logger)
         let ports = try await relay.start()
         for name in ports.keys.sorted() { say("relay \(name) 127.0.0.1:\(ports[name]!)") }
+        if let parent = lifecycle.parentPid {
+            Task {
+                while kill(parent, 0) == 0 { try? await Task.sleep(for: .milliseconds(500)) }
+                await relay.stop()
+                Foundation.exit(0)
+            }
+        }
         for await line in Self.standardInputLines() {
             let words = line.split(separator: " ").map(String.init)
             switch (words.first, words.count) {

@@ -71,6 +71,11 @@ enum ReportFormat {
         return "\(throughput(spread.median)) (\(throughput(spread.min))–\(throughput(spread.max)))"
     }
 
+    /// A round-trip time: "5ms", "0.5ms".
+    static func rtt(_ milliseconds: Double) -> String {
+        milliseconds == milliseconds.rounded() ? "\(Int(milliseconds))ms" : String(format: "%gms", milliseconds)
+    }
+
     /// Milliseconds: one decimal, two below 1 ms.
     static func ms(_ value: Double) -> String {
         guard value.isFinite else { return missing }
@@ -123,42 +128,27 @@ enum ReportFormat {
     }
 }
 
-/// The fixed order, colours and roles of the benchmark modes.
+/// The colours of the benchmark modes and the order of the CPU columns.
 enum ReportModes {
-    /// Baselines first, then the protocols.
-    static let knownOrder = ["local", "direct", "tcc", "saga", "xa"]
-    static let baselines: Set<String> = ["local", "direct"]
-
-    /// Okabe-Ito colours, the same in every chart.
-    static func color(_ mode: String) -> String {
+    /// Okabe-Ito colours, the same in every chart; a batched row a lighter shade of its protocol's.
+    static func color(_ mode: BenchMode) -> String {
         switch mode {
-        case "local": return "#999999"
-        case "direct": return "#555555"
-        case "tcc": return "#0072B2"
-        case "saga": return "#E69F00"
-        case "xa": return "#009E73"
-        default:
-            let fallback = ["#56B4E9", "#CC79A7", "#D55E00", "#882255", "#44AA99"]
-            let sum = mode.unicodeScalars.reduce(0) { $0 &+ Int($1.value) }
-            return fallback[abs(sum) % fallback.count]
+        case .pgbenchLocal: "#000000"
+        case .pgbench2PC: "#882255"
+        case .local: "#999999"
+        case .direct: "#555555"
+        case .tcc: "#0072B2"
+        case .tccBatch: "#56B4E9"
+        case .saga: "#D55E00"
+        case .sagaBatch: "#E69F00"
+        case .xa: "#009E73"
+        case .xaBatch: "#44CC99"
         }
-    }
-
-    static func isBaseline(_ mode: String) -> Bool {
-        baselines.contains(mode)
-    }
-
-    /// Known modes in their fixed order, then any others alphabetically; no duplicates.
-    static func ordered<S: Sequence>(_ modes: S) -> [String] where S.Element == String {
-        let unique = Set(modes)
-        let known = knownOrder.filter { unique.contains($0) }
-        let others = unique.subtracting(knownOrder).sorted()
-        return known + others
     }
 
     /// Process keys of the CPU columns, in a fixed order, then any others alphabetically.
     static func orderedProcesses<S: Sequence>(_ processes: S) -> [String] where S.Element == String {
-        let fixed = ["coordinator", "ServiceA", "ServiceB", "postgres", "loadgen"]
+        let fixed = ["coordinator", "ServiceA", "ServiceB", "postgres", "loadgen", "relay"]
         let unique = Set(processes)
         return fixed.filter { unique.contains($0) } + unique.subtracting(fixed).sorted()
     }

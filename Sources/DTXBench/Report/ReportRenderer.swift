@@ -2,8 +2,8 @@ import Foundation
 
 /// Turns the results of one `dtx bench` invocation into `report.md` and `report.html`.
 ///
-/// Both reports hold the same tables; the charts exist only in the HTML file (inline SVG), and the Markdown report
-/// links to them by anchor (`report.html#<scenario>-throughput`, `-latency`, `-outcomes`, `-recovery`).
+/// Both reports hold the same tables and the same closing "Which mode when"; the charts exist only in the HTML file
+/// (inline SVG), and the Markdown report links to them by anchor (`report.html#<scenario>-throughput`, `-rtt`, ...).
 public enum ReportRenderer {
     static let title = "dtx benchmark: TCC vs Saga vs XA"
     static let htmlFileName = "report.html"
@@ -12,41 +12,26 @@ public enum ReportRenderer {
     /// report.md: Markdown tables and links to the charts (the charts are in report.html; link to it with anchors).
     public static func markdown(_ results: BenchResults) -> String {
         let views = ReportScenarioView.all(results)
-        var out: [String] = []
-        out.append("# \(title)")
-        out.append("")
+        var out: [String] = ["# \(title)", ""]
         out.append("The charts are in [\(htmlFileName)](\(htmlFileName)), a single self-contained file that opens offline.")
-        out.append("")
-        out.append("## How to read this")
-        out.append("")
-        out.append(howToRead(results.settings))
-        out.append("")
-        out.append("## At a glance")
-        out.append("")
+        out += ["", "## How to read this", "", howToRead(results.settings), "", "## At a glance", ""]
         out += markdownGlance(views)
-        out.append("")
-        out.append("## Environment")
-        out.append("")
+        out += ["", "## Environment", ""]
         out += markdownTable(header: ["Item", "Value"], alignRight: [], rows: environmentRows(results.environment))
         if !results.environment.postgresSettings.isEmpty {
-            out.append("")
-            out.append("PostgreSQL settings:")
-            out.append("")
+            out += ["", "PostgreSQL settings (ServiceA's server; the three servers are set alike):", ""]
             let settings = results.environment.postgresSettings.sorted { $0.key < $1.key }.map { [$0.key, $0.value] }
             out += markdownTable(header: ["Setting", "Value"], alignRight: [], rows: settings)
         }
-        out.append("")
-        out.append("## Settings")
-        out.append("")
+        out += ["", "## Settings", ""]
         out += markdownTable(header: ["Setting", "Value"], alignRight: [], rows: settingsRows(results.settings))
         for view in views {
             out.append("")
             out += markdownScenario(view, settings: results.settings)
         }
-        if views.isEmpty {
-            out.append("")
-            out.append("_No scenarios were run._")
-        }
+        if views.isEmpty { out += ["", "_No scenarios were run._"] }
+        out += ["", "## Which mode when", ""]
+        out += ReportConclusions.lines(views).map { "- " + $0 }
         out.append("")
         return out.joined(separator: "\n")
     }
@@ -56,63 +41,34 @@ public enum ReportRenderer {
     public static func html(_ results: BenchResults) -> String {
         let views = ReportScenarioView.all(results)
         let environment = results.environment
-        var out: [String] = []
-        out.append("<!DOCTYPE html>")
-        out.append("<html lang=\"en\">")
-        out.append("<head>")
-        out.append("<meta charset=\"utf-8\">")
+        var out: [String] = ["<!DOCTYPE html>", "<html lang=\"en\">", "<head>", "<meta charset=\"utf-8\">"]
         out.append("<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">")
-        out.append("<title>\(esc(title))</title>")
-        out.append("<style>\n\(css)\n</style>")
-        out.append("</head>")
-        out.append("<body>")
-        out.append("<main>")
+        out += ["<title>\(esc(title))</title>", "<style>\n\(css)\n</style>", "</head>", "<body>", "<main>"]
         out.append("<h1 id=\"top\">\(esc(title))</h1>")
         out.append("<p class=\"meta\">\(esc(environment.startedAt)) – \(esc(environment.finishedAt)) · commit <code>"
             + "\(esc(environment.gitCommit))</code> · \(esc(environment.buildConfiguration)) build · \(esc(environment.cpuModel))</p>")
-
         out.append("<nav id=\"contents\"><strong>Contents:</strong> <a href=\"#how-to-read\">How to read this</a> · "
             + "<a href=\"#at-a-glance\">At a glance</a> · <a href=\"#environment\">Environment</a> · "
             + "<a href=\"#settings\">Settings</a>"
             + views.map { " · <a href=\"#\(esc($0.anchor))\">\(esc($0.displayName))</a>" }.joined()
-            + "</nav>")
-
-        out.append("<section id=\"how-to-read\">")
-        out.append("<h2>How to read this</h2>")
-        out.append("<p>\(inlineHTML(howToRead(results.settings)))</p>")
-        out.append("</section>")
-
-        out.append("<section id=\"at-a-glance\">")
-        out.append("<h2>At a glance</h2>")
+            + " · <a href=\"#which-mode-when\">Which mode when</a></nav>")
+        out += ["<section id=\"how-to-read\">", "<h2>How to read this</h2>", "<p>\(inlineHTML(howToRead(results.settings)))</p>", "</section>"]
+        out += ["<section id=\"at-a-glance\">", "<h2>At a glance</h2>"]
         out += htmlGlance(views)
-        out.append("</section>")
-
-        out.append("<section id=\"environment\">")
-        out.append("<h2>Environment</h2>")
-        out.append("<div class=\"pair\">")
+        out += ["</section>", "<section id=\"environment\">", "<h2>Environment</h2>", "<div class=\"pair\">"]
         out += htmlKeyValueTable(environmentRows(environment), caption: nil)
         if !environment.postgresSettings.isEmpty {
             let settings = environment.postgresSettings.sorted { $0.key < $1.key }.map { [$0.key, $0.value] }
             out += htmlKeyValueTable(settings, caption: "PostgreSQL settings", header: ["Setting", "Value"])
         }
-        out.append("</div>")
-        out.append("</section>")
-
-        out.append("<section id=\"settings\">")
-        out.append("<h2>Settings</h2>")
+        out += ["</div>", "</section>", "<section id=\"settings\">", "<h2>Settings</h2>"]
         out += htmlKeyValueTable(settingsRows(results.settings), caption: nil)
         out.append("</section>")
-
-        for view in views {
-            out += htmlScenario(view, settings: results.settings)
-        }
-        if views.isEmpty {
-            out.append("<p><em>No scenarios were run.</em></p>")
-        }
-        out.append("</main>")
-        out.append("</body>")
-        out.append("</html>")
-        out.append("")
+        for view in views { out += htmlScenario(view, settings: results.settings) }
+        if views.isEmpty { out.append("<p><em>No scenarios were run.</em></p>") }
+        out += ["<section id=\"which-mode-when\">", "<h2>Which mode when</h2>", "<ul class=\"conclusions\">"]
+        out += ReportConclusions.lines(views).map { "<li>\(inlineHTML($0))</li>" }
+        out += ["</ul>", "</section>", "</main>", "</body>", "</html>", ""]
         return out.joined(separator: "\n")
     }
 
@@ -125,15 +81,18 @@ public enum ReportRenderer {
     /// The "How to read this" paragraph, in Markdown inline syntax (backticks and **bold** only).
     static func howToRead(_ settings: BenchSettings) -> String {
         let runs = settings.repeats == 1 ? "once" : "\(settings.repeats) times"
-        return "Each cell is one mode at one number of concurrent clients, measured for "
-            + "\(ReportFormat.seconds(settings.durationSeconds)) after a \(ReportFormat.seconds(settings.warmupSeconds)) warm-up, "
-            + "\(runs) (\(loadText(settings))). Numbers are the **median** of those runs, with min–max in brackets and as "
-            + "whiskers in the charts. **vs local** is the throughput ratio to `local`, the floor: both stock decrements in one "
-            + "local PostgreSQL transaction. **vs direct** is the ratio to `direct`: the client calls both participants' reserve "
-            + "itself — no coordinator, no atomicity. `tcc`, `saga` and `xa` pay for atomicity, so their ratio to `direct` is "
-            + "the price of it (1.00× = free). Latencies are end to end per global transaction, in ms. CPU is CPU seconds per "
-            + "1,000 global transactions, per process. Absolute numbers depend on the machine: compare the ratios of one run, "
-            + "not tx/s across machines."
+        return "Each cell is one mode at one number of concurrent clients and one round-trip time (**RTT**) between every two "
+            + "parts, measured for \(ReportFormat.seconds(settings.durationSeconds)) after a \(ReportFormat.seconds(settings.warmupSeconds)) "
+            + "warm-up, \(runs) (\(loadText(settings))). Numbers are the **median** of those runs, with min–max in brackets and as "
+            + "whiskers in the charts. At 0 ms the parts talk over loopback; above it every connection (load generator, coordinator, "
+            + "participants, each service's own PostgreSQL server) passes a relay that holds each chunk for half the RTT each way. "
+            + "**vs local** is the throughput ratio to `local`, both stock decrements in one local transaction; **vs direct** to "
+            + "`direct`, the client calling both participants' reserve itself — no coordinator, no atomicity; **vs pgbench-local** and "
+            + "**vs pgbench-2pc** to pgbench (C, libpq) doing the `local` work, and raw two-branch PREPARE / COMMIT PREPARED, on the same "
+            + "server. `tcc`, `saga` and `xa` are the canonical protocols, one request per branch call; `+batch` rows carry "
+            + "second-phase calls of many transactions in one request and group-commit the coordinator's log. Latencies are end to end "
+            + "per global transaction, in ms. CPU is CPU seconds per 1,000 global transactions, per process (`relay` is the network "
+            + "stand-in, not dtx). Absolute numbers depend on the machine: compare the ratios of one run."
     }
 
     static func loadText(_ settings: BenchSettings) -> String {
@@ -163,8 +122,10 @@ public enum ReportRenderer {
         ]
     }
 
+
     static func settingsRows(_ settings: BenchSettings) -> [[String]] {
         var rows = [
+            ["Round-trip times", (settings.rttMs ?? [0]).map(ReportFormat.rtt).joined(separator: ", ")],
             ["Repeats per cell", String(settings.repeats)],
             ["Duration per run", ReportFormat.seconds(settings.durationSeconds)],
             ["Warm-up", ReportFormat.seconds(settings.warmupSeconds)],
@@ -179,25 +140,6 @@ public enum ReportRenderer {
     static func invariantsText(_ held: Bool) -> String {
         held ? "✔ held" : "✘ violated"
     }
-
-    /// The cells of the summary table after mode and clients: throughput, ratios, latency, outcomes, retries, CPU.
-    static func summaryValues(_ cell: CellResult, processes: [String]) -> [String] {
-        let summary = cell.summary
-        let latency = summary.latencyMs
-        var values = [
-            ReportFormat.throughputSpread(summary.throughput),
-            ReportFormat.ratio(summary.ratioToLocal),
-            ReportFormat.ratio(summary.ratioToDirect),
-            ReportFormat.ms(latency.p50), ReportFormat.ms(latency.p90), ReportFormat.ms(latency.p99),
-            ReportFormat.ms(latency.p999), ReportFormat.ms(latency.max),
-        ]
-        values += ReportOutcomes.values(summary.outcomes).map(ReportFormat.count)
-        values.append(ReportFormat.count(summary.retries))
-        values += processes.map { ReportFormat.cpu(summary.cpuSecondsPer1000[$0]) }
-        return values
-    }
-
-    static let latencyHeaders = ["p50", "p90", "p99", "p99.9", "max"]
 
     // MARK: - Markdown
 
@@ -217,95 +159,64 @@ public enum ReportRenderer {
 
     static func markdownGlance(_ views: [ReportScenarioView]) -> [String] {
         guard !views.isEmpty else { return ["_No scenarios._"] }
+        let rtts = Array(Set(views.flatMap(\.rtts))).sorted()
         var rows: [[String]] = []
         var previous: String?
         for row in ReportGlanceRow.rows(views) {
             let scenario = previous == row.view.anchor ? "" : row.view.displayName
             previous = row.view.anchor
-            rows.append(glanceValues(row, scenario: scenario))
+            rows.append([scenario, row.mode.rawValue] + rtts.map { glanceCell(row, rtt: $0) } + [invariantsText(row.invariantsHeld)])
         }
         var lines = markdownTable(
-            header: ["Scenario", "Mode", "Best vs direct", "Throughput at largest client count", "Invariants (every cell)"],
-            alignRight: [2, 3], rows: rows)
-        lines.append("")
-        lines.append("Best vs direct: the highest ratio to `direct` over all client counts. Invariants include the recovery runs.")
+            header: ["Scenario", "Mode"] + rtts.map { "vs direct at \(ReportFormat.rtt($0))" } + ["Invariants (every cell)"],
+            alignRight: Set(2..<(2 + rtts.count)), rows: rows)
+        lines += ["", "Each mode's throughput ratio to `direct` at each round-trip time, at the scenario's largest client count "
+            + "(its throughput in brackets). Invariants include the recovery runs."]
         return lines
     }
 
-    static func glanceValues(_ row: ReportGlanceRow, scenario: String) -> [String] {
-        guard let mode = row.mode else {
-            return [scenario, "(baselines only)", ReportFormat.missing, ReportFormat.missing, invariantsText(row.invariantsHeld)]
-        }
-        let best = row.bestRatioToDirect.map { ratio in
-            ReportFormat.ratio(ratio) + (row.bestRatioClients.map { " (\(reportClientsText($0)))" } ?? "")
-        } ?? ReportFormat.missing
-        let throughput = row.largest.flatMap { cell in
-            cell.summary.throughput.median.isFinite
-                ? "\(ReportFormat.throughput(cell.summary.throughput.median)) tx/s (\(reportClientsText(cell.clients)))" : nil
-        } ?? ReportFormat.missing
-        return [scenario, mode, best, throughput, invariantsText(row.invariantsHeld)]
-    }
-
-    static func summaryHeader(processes: [String]) -> [String] {
-        ["Mode", "Clients", "tx/s median (min–max)", "vs local", "vs direct"]
-            + latencyHeaders.map { "\($0) ms" }
-            + ReportOutcomes.names
-            + ["retries"]
-            + processes.map { "CPU s/1k tx \($0)" }
-            + ["Invariants"]
+    static func glanceCell(_ row: ReportGlanceRow, rtt: Double) -> String {
+        guard let ratio = row.ratioToDirect[rtt] else { return row.throughput[rtt].map { "(\(ReportFormat.throughput($0)) tx/s)" } ?? ReportFormat.missing }
+        return ReportFormat.ratio(ratio) + (row.throughput[rtt].map { " (\(ReportFormat.throughput($0)))" } ?? "")
     }
 
     static func markdownScenario(_ view: ReportScenarioView, settings: BenchSettings) -> [String] {
         let scenario = view.scenario
         var out = ["## Scenario: \(view.displayName)", ""]
-        if !scenario.description.isEmpty {
-            out.append(scenario.description)
-            out.append("")
-        }
+        if !scenario.description.isEmpty { out += [scenario.description, ""] }
         if view.parameters.isEmpty {
             out.append("_No parameters._")
         } else {
             out += markdownTable(header: ["Parameter", "Value"], alignRight: [], rows: view.parameters.map { [$0.key, $0.value] })
         }
-        out.append("")
-        out.append("### Summary")
-        out.append("")
+        out += ["", "### Summary", ""]
         if view.rows.isEmpty {
             out.append("_No cells were measured._")
         } else {
-            let header = summaryHeader(processes: view.processes)
-            let rows = view.rows.map { cell in
-                [cell.mode, String(cell.clients)] + summaryValues(cell, processes: view.processes) + [invariantsText(cell.summary.invariantsHeld)]
-            }
-            out += markdownTable(header: header, alignRight: Set(1..<(header.count - 1)), rows: rows)
-            out.append("")
-            out.append("Latency in ms; outcomes are counts; CPU is CPU seconds per 1,000 global transactions, per process.")
+            let columns = ReportColumn.summary(processes: view.processes, hasReferences: view.modes.contains(where: \.isReference))
+            let numeric = Set(columns.indices.filter { columns[$0].kind == .number })
+            out += markdownTable(header: columns.map { ($0.group.map { "\($0): " } ?? "") + $0.header }, alignRight: numeric,
+                                 rows: view.rows.map { cell in columns.map { $0.value(cell) } })
+            out += ["", "Latency in ms; outcomes are counts; CPU is CPU seconds per 1,000 global transactions, per process."]
         }
         let violations = view.violations
         if !violations.isEmpty {
-            out.append("")
-            out.append("**Invariant violations:**")
-            out.append("")
+            out += ["", "**Invariant violations:**", ""]
             out += violations.map { "- " + $0.replacingOccurrences(of: "\n", with: " ") }
         }
         if !view.rows.isEmpty {
-            out.append("")
-            out.append("### Charts")
-            out.append("")
+            out += ["", "### Charts", ""]
             out.append("- Throughput vs clients: see \(markdownLink(view.throughputAnchor))")
+            if view.rtts.count > 1 { out.append("- Throughput and p50 / p99 latency vs round-trip time: see \(markdownLink(view.rttAnchor))") }
             out.append("- Latency percentiles \(view.largestCaption): see \(markdownLink(view.latencyAnchor))")
             out.append("- Outcomes \(view.largestCaption): see \(markdownLink(view.outcomesAnchor))")
         }
         if !scenario.recoveries.isEmpty {
-            out.append("")
-            out.append("### Recovery")
-            out.append("")
-            out += markdownTable(
-                header: ["Mode", "Fault", "Fault at", "Recovery", "Invariants"], alignRight: [2, 3],
-                rows: view.recoveries.map(recoveryValues))
-            out.append("")
-            out.append("Recovery: seconds from the fault (SIGKILL) until every global transaction begun before it had its final outcome "
-                + "(down time included); invariants: the check after the run. Throughput timelines: see \(markdownLink(view.recoveryAnchor))")
+            out += ["", "### Recovery", ""]
+            out += markdownTable(header: ["Mode", "RTT", "Fault", "Fault at", "Recovery", "Invariants"], alignRight: [1, 3, 4],
+                                 rows: view.recoveries.map(recoveryValues))
+            out += ["", "Recovery: seconds from the fault until every global transaction begun before it had its final outcome "
+                + "(down time included); invariants: the check after the run. Throughput timelines: see \(markdownLink(view.recoveryAnchor))"]
         }
         return out
     }
@@ -313,7 +224,8 @@ public enum ReportRenderer {
     static func recoveryValues(_ timeline: RecoveryTimeline) -> [String] {
         let unresolved = timeline.resolvedAtSeconds == nil ? "not resolved" : ReportFormat.missing
         let recovery = timeline.recoverySeconds.map { ReportFormat.seconds($0) } ?? unresolved
-        return [timeline.mode, timeline.fault, ReportFormat.seconds(timeline.faultAtSeconds), recovery, invariantsText(timeline.invariantsHeld)]
+        return [timeline.mode.rawValue, ReportFormat.rtt(timeline.rttMs ?? 0), timeline.fault, ReportFormat.seconds(timeline.faultAtSeconds),
+                recovery, invariantsText(timeline.invariantsHeld)]
     }
 
     // MARK: - HTML
@@ -342,8 +254,8 @@ public enum ReportRenderer {
         return out
     }
 
-    static func modeHTML(_ mode: String) -> String {
-        "<span class=\"mode\"><span class=\"chip\" style=\"background:\(ReportModes.color(mode))\"></span>\(esc(mode))</span>"
+    static func modeHTML(_ mode: BenchMode) -> String {
+        "<span class=\"mode\"><span class=\"chip\" style=\"background:\(ReportModes.color(mode))\"></span>\(esc(mode.rawValue))</span>"
     }
 
     static func invariantsHTML(_ held: Bool) -> String {
@@ -366,9 +278,10 @@ public enum ReportRenderer {
 
     static func htmlGlance(_ views: [ReportScenarioView]) -> [String] {
         guard !views.isEmpty else { return ["<p><em>No scenarios.</em></p>"] }
+        let rtts = Array(Set(views.flatMap(\.rtts))).sorted()
         var out = ["<div class=\"scroll\"><table class=\"glance\">"]
-        out.append("<thead><tr><th>Scenario</th><th>Mode</th><th class=\"num\">Best vs direct</th>"
-            + "<th class=\"num\">Throughput at largest client count</th><th>Invariants (every cell)</th></tr></thead>")
+        out.append("<thead><tr><th>Scenario</th><th>Mode</th>" + rtts.map { "<th class=\"num\">vs direct at \(esc(ReportFormat.rtt($0)))</th>" }.joined()
+            + "<th>Invariants (every cell)</th></tr></thead>")
         out.append("<tbody>")
         let rows = ReportGlanceRow.rows(views)
         var index = 0
@@ -376,37 +289,31 @@ public enum ReportRenderer {
             let anchor = rows[index].view.anchor
             let group = rows[index...].prefix { $0.view.anchor == anchor }
             for (offset, row) in group.enumerated() {
-                let values = glanceValues(row, scenario: "")
                 var line = "<tr\(offset == 0 ? " class=\"first\"" : "")>"
                 if offset == 0 {
                     line += "<td rowspan=\"\(group.count)\"><a href=\"#\(esc(anchor))\">\(esc(row.view.displayName))</a></td>"
                 }
-                line += "<td>\(row.mode.map(modeHTML) ?? esc(values[1]))</td>"
-                line += "<td class=\"num\">\(esc(values[2]))</td><td class=\"num\">\(esc(values[3]))</td>"
+                line += "<td>\(modeHTML(row.mode))</td>" + rtts.map { "<td class=\"num\">\(esc(glanceCell(row, rtt: $0)))</td>" }.joined()
                 line += "<td>\(invariantsHTML(row.invariantsHeld))</td></tr>"
                 out.append(line)
             }
             index += group.count
         }
         out.append("</tbody></table></div>")
-        out.append("<p class=\"note\">Best vs direct: the highest ratio to <code>direct</code> over all client counts. "
-            + "Invariants include the recovery runs.</p>")
+        out.append("<p class=\"note\">Each mode's throughput ratio to <code>direct</code> at each round-trip time, at the scenario's largest "
+            + "client count (its throughput in brackets). Invariants include the recovery runs.</p>")
         return out
     }
 
     static func htmlScenario(_ view: ReportScenarioView, settings: BenchSettings) -> [String] {
         let scenario = view.scenario
-        var out = ["<section class=\"scenario\" id=\"\(esc(view.anchor))\">"]
-        out.append("<h2>Scenario: \(esc(view.displayName))</h2>")
-        if !scenario.description.isEmpty {
-            out.append("<p class=\"description\">\(esc(scenario.description))</p>")
-        }
+        var out = ["<section class=\"scenario\" id=\"\(esc(view.anchor))\">", "<h2>Scenario: \(esc(view.displayName))</h2>"]
+        if !scenario.description.isEmpty { out.append("<p class=\"description\">\(esc(scenario.description))</p>") }
         if view.parameters.isEmpty {
             out.append("<p class=\"note\">No parameters.</p>")
         } else {
             out += htmlKeyValueTable(view.parameters.map { [$0.key, $0.value] }, caption: nil, header: ["Parameter", "Value"])
         }
-
         out.append("<h3 id=\"\(esc(view.anchor))-summary\">Summary</h3>")
         if view.rows.isEmpty {
             out.append("<p class=\"note\">No cells were measured.</p>")
@@ -419,59 +326,55 @@ public enum ReportRenderer {
             out += violations.map { "<li>\(esc($0))</li>" }
             out.append("</ul></div>")
         }
-
         if !view.rows.isEmpty {
             out.append("<h3>Charts</h3>")
             out += throughputFigure(view, settings: settings)
+            if view.rtts.count > 1 { out += rttFigures(view, settings: settings) }
             out += latencyFigure(view)
             out += outcomesFigure(view)
         }
-        if !scenario.recoveries.isEmpty {
-            out += recoverySection(view)
-        }
+        if !scenario.recoveries.isEmpty { out += recoverySection(view) }
         out.append("</section>")
         return out
     }
 
     static func htmlSummaryTable(_ view: ReportScenarioView) -> [String] {
-        let processes = view.processes
+        let columns = ReportColumn.summary(processes: view.processes, hasReferences: view.modes.contains(where: \.isReference))
         var out = ["<div class=\"scroll\"><table class=\"summary\">", "<thead>"]
-        var first = "<tr><th rowspan=\"2\">Mode</th><th rowspan=\"2\" class=\"num\">Clients</th>"
-        first += "<th rowspan=\"2\" class=\"num\">tx/s<br><span class=\"sub\">median (min–max)</span></th>"
-        first += "<th rowspan=\"2\" class=\"num\">vs local</th><th rowspan=\"2\" class=\"num\">vs direct</th>"
-        first += "<th colspan=\"5\" class=\"group\">Latency (ms)</th><th colspan=\"5\" class=\"group\">Outcomes</th>"
-        first += "<th rowspan=\"2\" class=\"num\">Retries</th>"
-        if !processes.isEmpty {
-            first += "<th colspan=\"\(processes.count)\" class=\"group\">CPU s per 1,000 tx</th>"
-        }
-        first += "<th rowspan=\"2\">Invariants</th></tr>"
-        out.append(first)
-        let second = (latencyHeaders + ReportOutcomes.names + processes).map { "<th class=\"num\">\(esc($0))</th>" }.joined()
-        out.append("<tr>\(second)</tr>")
-        out.append("</thead>")
-        out.append("<tbody>")
-        var previousMode: String?
-        for cell in view.rows {
-            let values = summaryValues(cell, processes: processes)
-            let firstOfMode = previousMode != cell.mode
-            previousMode = cell.mode
-            var line = "<tr\(firstOfMode ? " class=\"first\"" : "")><td>\(modeHTML(cell.mode))</td>"
-            line += "<td class=\"num\">\(cell.clients)</td>"
-            for (index, value) in values.enumerated() {
-                if index == 0 {
-                    let spread = cell.summary.throughput
-                    let range = spread.median.isFinite && spread.min.isFinite && spread.max.isFinite
-                        ? " <span class=\"sub\">(\(esc(ReportFormat.throughput(spread.min)))–\(esc(ReportFormat.throughput(spread.max))))</span>"
-                        : ""
-                    line += "<td class=\"num\"><strong>\(esc(ReportFormat.throughput(spread.median)))</strong>\(range)</td>"
-                    continue
-                }
-                // Highlight non-zero failure columns (failed, compensated, pending, errors).
-                let isFailure = (9...12).contains(index) && value != "0"
-                line += "<td class=\"num\(isFailure ? " warn" : "")\">\(esc(value))</td>"
+        // first header row: ungrouped columns span two rows, groups span their columns
+        var first = "<tr>"
+        var second = "<tr>"
+        var index = 0
+        while index < columns.count {
+            let column = columns[index]
+            let numClass = column.kind == .number ? " class=\"num\"" : ""
+            if let group = column.group {
+                let span = columns[index...].prefix { $0.group == group }.count
+                first += "<th colspan=\"\(span)\" class=\"group\">\(esc(group))</th>"
+                for member in columns[index..<(index + span)] { second += "<th class=\"num\">\(esc(member.header))</th>" }
+                index += span
+            } else {
+                first += "<th rowspan=\"2\"\(numClass)>\(esc(column.header))</th>"
+                index += 1
             }
-            line += "<td>\(invariantsHTML(cell.summary.invariantsHeld))</td></tr>"
-            out.append(line)
+        }
+        out += [first + "</tr>", second + "</tr>", "</thead>", "<tbody>"]
+        var previous: (BenchMode, Double)?
+        for cell in view.rows {
+            let isFirst = previous.map { $0.0 != cell.mode || $0.1 != cell.rttMs } ?? true
+            previous = (cell.mode, cell.rttMs)
+            var line = "<tr\(isFirst ? " class=\"first\"" : "")>"
+            for column in columns {
+                if column.header == "Mode" {
+                    line += "<td>\(modeHTML(cell.mode))</td>"
+                } else if column.header == "Invariants" {
+                    line += "<td>\(invariantsHTML(cell.summary.invariantsHeld))</td>"
+                } else {
+                    let classes = (column.kind == .number ? ["num"] : []) + (column.warn(cell) ? ["warn"] : [])
+                    line += "<td\(classes.isEmpty ? "" : " class=\"\(classes.joined(separator: " "))\"")>\(esc(column.value(cell)))</td>"
+                }
+            }
+            out.append(line + "</tr>")
         }
         out.append("</tbody></table></div>")
         out.append("<p class=\"note\">Latency in ms, end to end. Outcomes are counts. CPU is CPU seconds per 1,000 global "
@@ -483,51 +386,87 @@ public enum ReportRenderer {
         ["<figure id=\"\(esc(id))\">", svg, "<figcaption>\(caption)</figcaption>", "</figure>"]
     }
 
+    /// Throughput against clients, a chart per round-trip time.
     static func throughputFigure(_ view: ReportScenarioView, settings: BenchSettings) -> [String] {
         let runs = settings.repeats == 1 ? "1 run" : "\(settings.repeats) runs"
-        let yTitle = "throughput (tx/s, median of \(runs))"
-        let chartTitle = "\(view.displayName): throughput vs clients"
-        let svg: String
-        let caption: String
-        if view.clientCounts.count > 1 {
-            let categories = view.clientCounts.map(String.init)
-            let series = view.modes.map { mode in
-                var points: [Int: (value: Double, low: Double, high: Double, tooltip: String)] = [:]
-                for (index, clients) in view.clientCounts.enumerated() {
-                    guard let cell = view.cell(mode: mode, clients: clients) else { continue }
-                    let spread = cell.summary.throughput
-                    let tooltip = "\(mode), \(reportClientsText(clients)): \(ReportFormat.throughputSpread(spread)) tx/s"
-                    points[index] = (spread.median, spread.min, spread.max, tooltip)
+        var out: [String] = []
+        for (index, rtt) in view.rtts.enumerated() {
+            let at = view.rtts.count > 1 || rtt > 0 ? " at \(ReportFormat.rtt(rtt)) RTT" : ""
+            let chartTitle = "\(view.displayName): throughput vs clients\(at)"
+            let svg: String
+            if view.clientCounts.count > 1 {
+                let series = view.modes.map { mode in
+                    ReportLineSeries(name: mode.rawValue, color: ReportModes.color(mode), dashed: mode.isBaseline, points: points(view.clientCounts.enumerated().map { index, clients in
+                        (index, view.cell(mode, clients: clients, rtt: rtt), "\(mode.rawValue), \(reportClientsText(clients))\(at)")
+                    }))
                 }
-                return ReportLineSeries(name: mode, color: ReportModes.color(mode), dashed: ReportModes.isBaseline(mode), points: points)
+                svg = ReportCharts.categoryLines(title: chartTitle, categories: view.clientCounts.map(String.init), series: series,
+                                                 xTitle: "concurrent clients", yTitle: "throughput (tx/s, median of \(runs))")
+            } else {
+                let clients = view.clientCounts.first ?? 0
+                let groups = view.modes.compactMap { mode -> ReportBarGroup? in
+                    guard let cell = view.cell(mode, clients: clients, rtt: rtt) else { return nil }
+                    let spread = cell.summary.throughput
+                    return ReportBarGroup(label: mode.rawValue, sublabel: nil, bars: [ReportBar(
+                        value: spread.median, low: spread.min, high: spread.max, color: ReportModes.color(mode),
+                        tooltip: "\(mode.rawValue), \(reportClientsText(clients))\(at): \(ReportFormat.throughputSpread(spread)) tx/s",
+                        valueLabel: ReportFormat.throughput(spread.median))])
+                }
+                svg = ReportCharts.groupedBars(title: chartTitle, groups: groups, legend: [], xTitle: "mode (\(reportClientsText(clients)))",
+                                               yTitle: "throughput (tx/s, median of \(runs))", logScale: false)
             }
-            svg = ReportCharts.categoryLines(
-                title: chartTitle, categories: categories, series: series, xTitle: "concurrent clients", yTitle: yTitle)
-            caption = "Throughput vs concurrent clients (evenly spaced): median of \(runs); whiskers show min–max. "
-                + "Dashed lines are the baselines <code>local</code> and <code>direct</code>."
-        } else {
-            let clients = view.clientCounts.first ?? 0
-            let groups = view.modes.compactMap { mode -> ReportBarGroup? in
-                guard let cell = view.cell(mode: mode, clients: clients) else { return nil }
-                let spread = cell.summary.throughput
-                let bar = ReportBar(
-                    value: spread.median, low: spread.min, high: spread.max, color: ReportModes.color(mode),
-                    tooltip: "\(mode), \(reportClientsText(clients)): \(ReportFormat.throughputSpread(spread)) tx/s",
-                    valueLabel: ReportFormat.throughput(spread.median))
-                return ReportBarGroup(label: mode, sublabel: nil, bars: [bar])
-            }
-            svg = ReportCharts.groupedBars(
-                title: chartTitle, groups: groups, legend: [], xTitle: "mode (\(reportClientsText(clients)))", yTitle: yTitle,
-                logScale: false)
-            caption = "Throughput at \(esc(reportClientsText(clients))) (the only client count run): median of \(runs); "
-                + "whiskers show min–max."
+            let id = index == 0 ? view.throughputAnchor : "\(view.throughputAnchor)-\(index + 1)"
+            out += figure(id: id, svg: svg, caption: "Throughput\(esc(at)): median of \(runs); whiskers show min–max. Dashed lines: baselines and references.")
         }
-        return figure(id: view.throughputAnchor, svg: svg, caption: caption)
+        return out
+    }
+
+    /// Throughput, p50 and p99 against the round-trip time, one line per mode: the network's price for each protocol.
+    static func rttFigures(_ view: ReportScenarioView, settings: BenchSettings) -> [String] {
+        guard let largest = view.largestClients, let smallest = view.smallestClients else { return [] }
+        let categories = view.rtts.map(ReportFormat.rtt)
+        func series(clients: Int, _ metric: @escaping (CellResult) -> (Double, Double, Double)) -> [ReportLineSeries] {
+            view.modes.map { mode in
+                ReportLineSeries(name: mode.rawValue, color: ReportModes.color(mode), dashed: mode.isBaseline,
+                                 points: points(view.rtts.enumerated().map { index, rtt in
+                                     (index, view.cell(mode, clients: clients, rtt: rtt), "\(mode.rawValue), \(ReportFormat.rtt(rtt)) RTT, \(reportClientsText(clients))")
+                                 }, metric))
+            }
+        }
+        let throughput = ReportCharts.categoryLines(
+            title: "\(view.displayName): throughput vs round-trip time (\(reportClientsText(largest)))", categories: categories,
+            series: series(clients: largest) { ($0.summary.throughput.median, $0.summary.throughput.min, $0.summary.throughput.max) },
+            xTitle: "round-trip time between every two parts", yTitle: "throughput (tx/s)")
+        let p50 = ReportCharts.categoryLines(
+            title: "\(view.displayName): p50 latency vs round-trip time (\(reportClientsText(smallest)))", categories: categories,
+            series: series(clients: smallest) { ($0.summary.latencyMs.p50, $0.summary.latencyMs.p50, $0.summary.latencyMs.p50) },
+            xTitle: "round-trip time between every two parts", yTitle: "p50 latency (ms)")
+        let p99 = ReportCharts.categoryLines(
+            title: "\(view.displayName): p99 latency vs round-trip time (\(reportClientsText(largest)))", categories: categories,
+            series: series(clients: largest) { ($0.summary.latencyMs.p99, $0.summary.latencyMs.p99, $0.summary.latencyMs.p99) },
+            xTitle: "round-trip time between every two parts", yTitle: "p99 latency (ms)")
+        return figure(id: view.rttAnchor, svg: throughput, caption: "Throughput at \(esc(reportClientsText(largest))) as the network gets slower.")
+            + figure(id: view.rttAnchor + "-p50", svg: p50, caption: "Median latency at \(esc(reportClientsText(smallest))): each mode's "
+                + "sequential round trips times the RTT set its floor (see Which mode when).")
+            + figure(id: view.rttAnchor + "-p99", svg: p99, caption: "p99 latency at \(esc(reportClientsText(largest))).")
+    }
+
+    /// Chart points from cells: value, low, high and a tooltip.
+    static func points(
+        _ cells: [(Int, CellResult?, String)],
+        _ metric: (CellResult) -> (Double, Double, Double) = { ($0.summary.throughput.median, $0.summary.throughput.min, $0.summary.throughput.max) }
+    ) -> [Int: (value: Double, low: Double, high: Double, tooltip: String)] {
+        var points: [Int: (value: Double, low: Double, high: Double, tooltip: String)] = [:]
+        for (index, cell, label) in cells {
+            guard let cell else { continue }
+            let (value, low, high) = metric(cell)
+            points[index] = (value, low, high, "\(label): \(ReportFormat.grouped(value, decimals: 1))")
+        }
+        return points
     }
 
     static func latencyFigure(_ view: ReportScenarioView) -> [String] {
         let cells = view.largestCells
-        let uniform = Set(cells.map(\.clients)).count <= 1
         let names = ["p50", "p90", "p99", "p99.9"]
         let groups = cells.map { cell -> ReportBarGroup in
             let latency = cell.summary.latencyMs
@@ -535,59 +474,49 @@ public enum ReportRenderer {
             let bars = zip(names, values).enumerated().map { index, pair in
                 ReportBar(
                     value: pair.1, low: nil, high: nil, color: ReportModes.color(cell.mode), opacity: percentileOpacities[index],
-                    tooltip: "\(cell.mode), \(reportClientsText(cell.clients)): \(pair.0) = \(ReportFormat.ms(pair.1)) ms "
+                    tooltip: "\(cell.mode.rawValue), \(reportClientsText(cell.clients)): \(pair.0) = \(ReportFormat.ms(pair.1)) ms "
                         + "(max \(ReportFormat.ms(latency.max)) ms)")
             }
-            return ReportBarGroup(label: cell.mode, sublabel: uniform ? nil : reportClientsText(cell.clients), bars: bars)
+            return ReportBarGroup(label: cell.mode.rawValue, sublabel: nil, bars: bars)
         }
         let positives = groups.flatMap { $0.bars.map(\.value) }.filter { $0.isFinite && $0 > 0 }
-        let logScale: Bool
-        if let low = positives.min(), let high = positives.max(), low > 0 {
-            logScale = high / low > 50
-        } else {
-            logScale = false
-        }
+        let logScale = positives.min().map { low in (positives.max() ?? low) / low > 50 } ?? false
         let legend = zip(names, percentileOpacities).map { ReportLegendItem(label: $0.0, color: "#333333", opacity: $0.1) }
         let svg = ReportCharts.groupedBars(
             title: "\(view.displayName): latency percentiles \(view.largestCaption)", groups: groups, legend: legend,
-            xTitle: uniform ? "mode (\(view.largestCaption.replacingOccurrences(of: "at ", with: "")))" : "mode",
-            yTitle: logScale ? "latency (ms, log scale)" : "latency (ms)", logScale: logScale)
+            xTitle: "mode", yTitle: logScale ? "latency (ms, log scale)" : "latency (ms)", logScale: logScale)
         let scaleNote = logScale ? " The y axis is logarithmic (the values span more than 50×)." : ""
-        let caption = "Latency percentiles \(esc(view.largestCaption)): per mode, bars for p50, p90, p99 and p99.9 "
-            + "(lighter = lower percentile).\(scaleNote) Hover a bar for its value."
-        return figure(id: view.latencyAnchor, svg: svg, caption: caption)
+        return figure(id: view.latencyAnchor, svg: svg, caption: "Latency percentiles \(esc(view.largestCaption)): per mode, bars for p50, p90, "
+            + "p99 and p99.9 (lighter = lower percentile).\(scaleNote) Hover a bar for its value.")
     }
 
     static func outcomesFigure(_ view: ReportScenarioView) -> [String] {
-        let cells = view.largestCells
-        let uniform = Set(cells.map(\.clients)).count <= 1
-        let rows = cells.map { cell in
+        let rows = view.largestCells.map { cell in
             let values = ReportOutcomes.values(cell.summary.outcomes)
             let segments = zip(ReportOutcomes.names, values).map { (name: $0.0, value: $0.1, color: ReportOutcomes.color($0.0)) }
-            return ReportStackRow(label: cell.mode, sublabel: uniform ? nil : reportClientsText(cell.clients), segments: segments)
+            return ReportStackRow(label: cell.mode.rawValue, sublabel: nil, segments: segments)
         }
         let legend = ReportOutcomes.names.map { ReportLegendItem(label: $0, color: ReportOutcomes.color($0)) }
         let svg = ReportCharts.stackedShares(title: "\(view.displayName): outcomes \(view.largestCaption)", rows: rows, legend: legend)
-        let caption = "Outcomes \(esc(view.largestCaption)), as shares of each mode's transactions; "
-            + "n is the number of transactions. Hover a segment for its count."
-        return figure(id: view.outcomesAnchor, svg: svg, caption: caption)
+        return figure(id: view.outcomesAnchor, svg: svg, caption: "Outcomes \(esc(view.largestCaption)), as shares of each mode's "
+            + "transactions; n is the number of transactions. Hover a segment for its count.")
     }
 
     static func recoverySection(_ view: ReportScenarioView) -> [String] {
         var out = ["<h3 id=\"\(esc(view.recoveryAnchor))\">Recovery</h3>"]
-        out.append("<table class=\"recovery\"><thead><tr><th>Mode</th><th>Fault</th><th class=\"num\">Fault at</th>"
+        out.append("<table class=\"recovery\"><thead><tr><th>Mode</th><th class=\"num\">RTT</th><th>Fault</th><th class=\"num\">Fault at</th>"
             + "<th class=\"num\">Recovery</th><th>Invariants</th></tr></thead><tbody>")
         for timeline in view.recoveries {
             let values = recoveryValues(timeline)
             let recovery = timeline.resolvedAtSeconds == nil && timeline.recoverySeconds == nil
-                ? "<span class=\"bad\">not resolved</span>" : esc(values[3])
-            out.append("<tr><td>\(modeHTML(timeline.mode))</td><td>\(esc(timeline.fault))</td><td class=\"num\">\(esc(values[2]))</td>"
-                + "<td class=\"num\">\(recovery)</td><td>\(invariantsHTML(timeline.invariantsHeld))</td></tr>")
+                ? "<span class=\"bad\">not resolved</span>" : esc(values[4])
+            out.append("<tr><td>\(modeHTML(timeline.mode))</td><td class=\"num\">\(esc(values[1]))</td><td>\(esc(timeline.fault))</td>"
+                + "<td class=\"num\">\(esc(values[3]))</td><td class=\"num\">\(recovery)</td><td>\(invariantsHTML(timeline.invariantsHeld))</td></tr>")
         }
         out.append("</tbody></table>")
-        out.append("<p class=\"note\">Recovery: seconds from the fault (SIGKILL) until every global transaction begun before it "
-            + "had its final outcome (down time included); invariants: the check after the run. Below, completed transactions per "
-            + "second over the run; dashed red: the fault; green: resolved.</p>")
+        out.append("<p class=\"note\">Recovery: seconds from the fault until every global transaction begun before it had its final "
+            + "outcome (down time included); invariants: the check after the run. Below, completed transactions per second over the "
+            + "run; dashed red: the fault; green: resolved.</p>")
         out.append("<div class=\"timelines\">")
         for timeline in view.recoveries {
             out.append("<figure class=\"timeline\">")

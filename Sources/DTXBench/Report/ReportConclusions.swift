@@ -1,0 +1,88 @@
+import Foundation
+
+/// "Which mode when": short statements drawn only from the run's numbers, plus the round-trip counts of each mode's
+/// critical path (benchmarks/README.md counts them). Markdown inline syntax; pure.
+enum ReportConclusions {
+    /// Sequential round trips (network hops answered, and database statements) on one global transaction's critical
+    /// path, as benchmarks/README.md counts them. Batching does not change the count; it adds a wait in a queue.
+    static let criticalPath: [BenchMode: Int] = [
+        .pgbenchLocal: 7, .pgbench2PC: 11, .local: 6, .direct: 2,
+        .tcc: 10, .tccBatch: 10, .saga: 12, .sagaBatch: 12, .xa: 14, .xaBatch: 14,
+    ]
+
+    static func lines(_ views: [ReportScenarioView]) -> [String] {
+        var lines: [String] = []
+        let protocols = BenchMode.allCases.filter { !$0.isBaseline }
+        lines.append("**Round trips on the critical path** of one global transaction (client, coordinator, participants and "
+            + "their statements, each waited for in turn): " + [BenchMode.direct, .tcc, .saga, .xa].map { "`\($0.rawValue)` \(criticalPath[$0]!)" }
+                .joined(separator: ", ") + ". Batched rows have the same count plus a wait in a queue.")
+        for view in views {
+            lines += latencyLines(view, protocols: protocols)
+            lines += throughputLines(view, protocols: protocols)
+            lines += batchingLines(view)
+            lines += recoveryLines(view)
+        }
+        return lines
+    }
+
+    /// At the slowest network with one client: p50 per mode against round trips x RTT.
+    static func latencyLines(_ view: ReportScenarioView, protocols: [BenchMode]) -> [String] {
+        guard let rtt = view.rtts.last, rtt > 0, let clients = view.smallestClients else { return [] }
+        let cells = protocols.compactMap { view.cell($0, clients: clients, rtt: rtt) }.filter { !$0.mode.batched }
+        guard cells.count >= 2 else { return [] }
+        let parts = cells.map { cell in
+            "`\(cell.mode.rawValue)` \(ReportFormat.ms(cell.summary.latencyMs.p50)) ms (floor \(criticalPath[cell.mode]!) × \(ReportFormat.rtt(rtt)) = "
+                + "\(ReportFormat.ms(Double(criticalPath[cell.mode]!) * rtt)) ms)"
+        }
+        let byLatency = cells.sorted { $0.summary.latencyMs.p50 < $1.summary.latencyMs.p50 }.map(\.mode)
+        let byRoundTrips = cells.sorted { criticalPath[$0.mode]! < criticalPath[$1.mode]! }.map(\.mode)
+        let order = byLatency == byRoundTrips
+            ? "the order follows the round-trip counts: the fewer sequential round trips, the lower the latency once the network is slow."
+            : "the order does not follow the round-trip counts in this run (" + byLatency.map(\.rawValue).joined(separator: " < ") + ")."
+        return ["**\(view.displayName), \(ReportFormat.rtt(rtt)) RTT, \(reportClientsText(clients)):** p50 " + parts.joined(separator: ", ")
+            + "; " + order]
+    }
+
+    /// Throughput at the largest client count at each RTT: the best and the worst protocol rows, against `direct`.
+    static func throughputLines(_ view: ReportScenarioView, protocols: [BenchMode]) -> [String] {
+        guard let clients = view.largestClients else { return [] }
+        var lines: [String] = []
+        for rtt in view.rtts {
+            let cells = protocols.compactMap { view.cell($0, clients: clients, rtt: rtt) }
+            guard let best = cells.max(by: { $0.summary.throughput.median < $1.summary.throughput.median }),
+                  let worst = cells.min(by: { $0.summary.throughput.median < $1.summary.throughput.median }), cells.count >= 2
+            else { continue }
+            func describe(_ cell: CellResult) -> String {
+                "`\(cell.mode.rawValue)` \(ReportFormat.throughput(cell.summary.throughput.median)) tx/s"
+                    + (cell.summary.ratioToDirect.map { " (\(ReportFormat.ratio($0)) `direct`)" } ?? "")
+            }
+            var line = "**\(view.displayName), \(ReportFormat.rtt(rtt)) RTT, \(reportClientsText(clients)):** most throughput "
+                + describe(best) + ", least " + describe(worst) + "."
+            let p99 = cells.max { $0.summary.latencyMs.p99 < $1.summary.latencyMs.p99 }
+            if let p99 { line += " Highest p99: `\(p99.mode.rawValue)` \(ReportFormat.ms(p99.summary.latencyMs.p99)) ms." }
+            lines.append(line)
+        }
+        return lines
+    }
+
+    /// Batched against canonical rows, at the largest client count and the first RTT.
+    static func batchingLines(_ view: ReportScenarioView) -> [String] {
+        guard let clients = view.largestClients, let rtt = view.rtts.first else { return [] }
+        let pairs: [(BenchMode, BenchMode)] = [(.tcc, .tccBatch), (.saga, .sagaBatch), (.xa, .xaBatch)]
+        let parts = pairs.compactMap { canonical, batched -> String? in
+            guard let plain = view.cell(canonical, clients: clients, rtt: rtt), let batch = view.cell(batched, clients: clients, rtt: rtt),
+                  plain.summary.throughput.median > 0
+            else { return nil }
+            return "`\(batched.rawValue)` \(ReportFormat.ratio(batch.summary.throughput.median / plain.summary.throughput.median)) of `\(canonical.rawValue)`"
+        }
+        guard !parts.isEmpty else { return [] }
+        return ["**\(view.displayName), batching** (\(reportClientsText(clients)), \(ReportFormat.rtt(rtt)) RTT), throughput: " + parts.joined(separator: ", ") + "."]
+    }
+
+    static func recoveryLines(_ view: ReportScenarioView) -> [String] {
+        let timelines = view.recoveries.filter { $0.recoverySeconds != nil }
+        guard !timelines.isEmpty else { return [] }
+        let parts = timelines.map { "`\($0.mode.rawValue)` \(ReportFormat.seconds($0.recoverySeconds))" }
+        return ["**\(view.displayName)** (\(timelines[0].fault)): every transaction begun before the fault was final after " + parts.joined(separator: ", ") + "."]
+    }
+}
