@@ -32,14 +32,17 @@ let package = Package(
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             resources: [
                 .embedInCode("SQL/participant/001_participant_schema.sql"),
                 .embedInCode("SQL/participant/002_participant_seed.sql"),
                 .embedInCode("SQL/participant/003_participant_initial_stock.sql"),
                 .embedInCode("SQL/participant/004_participant_branch_functions.sql"),
+                .embedInCode("SQL/participant/005_participant_retention.sql"),
                 .embedInCode("SQL/coordinator/001_coordinator_schema.sql"),
                 .embedInCode("SQL/coordinator/002_coordinator_log_functions.sql"),
+                .embedInCode("SQL/coordinator/003_coordinator_retention.sql"),
             ]
         ),
         // What every dtx HTTP service shares: JSON errors, bearer token, metrics, the branch HTTP client.

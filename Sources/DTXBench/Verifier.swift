@@ -51,7 +51,11 @@ public struct Verifier: Sendable {
         var violations: [Violation] = []
         // 1. every global transaction has one final outcome
         var outcomes: [Int64: (status: String, mode: String, branches: [BranchRecord])] = [:]
+        var coordinatorPrunedThrough: Int64 = 0
         try await coordinator.withConnection(logger: logger) { connection in
+            for try await pruned in try await connection.query("SELECT pruned_through FROM worker_event_ids", logger: logger).decode(Int64.self) {
+                coordinatorPrunedThrough = pruned
+            }
             let rows = try await connection.query("SELECT id, status, mode, branches::text, open FROM worker_events", logger: logger)
             for try await (id, status, mode, branches, open) in rows.decode((Int64, String, String, String, Bool).self) {
                 let records = (try? WireJSON.decoder().decode([BranchRecord].self, from: Data(branches.utf8))) ?? []
@@ -66,16 +70,25 @@ public struct Verifier: Sendable {
         }
         for participant in participants {
             try await participant.database.withConnection(logger: logger) { connection in
-                violations += try await checkParticipant(participant.name, connection: connection, outcomes: outcomes)
+                violations += try await checkParticipant(
+                    participant.name, connection: connection, outcomes: outcomes, coordinatorPrunedThrough: coordinatorPrunedThrough
+                )
             }
         }
         return violations
     }
 
+    /// Retention (sql/*/005, 003) prunes what is final: a row the other side no longer has is not a violation when it
+    /// is at or below that side's pruned watermark, and pruned committed quantities count in `committed_pruned`.
     private func checkParticipant(
-        _ name: String, connection: PostgresConnection, outcomes: [Int64: (status: String, mode: String, branches: [BranchRecord])]
+        _ name: String, connection: PostgresConnection, outcomes: [Int64: (status: String, mode: String, branches: [BranchRecord])],
+        coordinatorPrunedThrough: Int64
     ) async throws -> [Violation] {
         var violations: [Violation] = []
+        var prunedHere: Int64 = 0
+        for try await watermark in try await connection.query("SELECT pruned_gid_watermark FROM retention_state", logger: logger).decode(Int64.self) {
+            prunedHere = watermark
+        }
         // 2. nothing left open: no prepared transaction in doubt, no branch in try or confirm_pending (the view
         // open_branches is the one definition, sql/participant/004)
         let open = try await connection.query("SELECT worker_event_id, product_id, status, gid FROM open_branches", logger: logger)
@@ -94,8 +107,9 @@ public struct Verifier: Sendable {
             seen.insert("\(worker)/\(product)")
             guard let outcome = outcomes[worker] else {
                 // a cancelled branch of a transaction the coordinator never logged is a presumed abort: its first
-                // record was lost in a crash of the coordinator's database, and the branch was undone
-                if status == "confirm" {
+                // record was lost in a crash of the coordinator's database, and the branch was undone; one the
+                // coordinator pruned is fine either way
+                if status == "confirm" && worker > coordinatorPrunedThrough {
                     violations.append(.init(service: name, workerEventId: worker, productId: product, problem: "committed row for a transaction the coordinator does not know"))
                 }
                 continue
@@ -108,7 +122,7 @@ public struct Verifier: Sendable {
             }
         }
         for (id, outcome) in outcomes where outcome.status == "completed" {
-            for branch in outcome.branches where branch.participant == name && !seen.contains("\(id)/\(branch.productId)") {
+            for branch in outcome.branches where branch.participant == name && !seen.contains("\(id)/\(branch.productId)") && id > prunedHere {
                 violations.append(.init(service: name, workerEventId: id, productId: branch.productId, problem: "transaction completed but this branch has no row"))
             }
         }
@@ -116,10 +130,10 @@ public struct Verifier: Sendable {
         let stock = try await connection.query(
             """
             SELECT p.id, p.stock, COALESCE(p.initial_stock, p.stock),
-                   COALESCE(sum(t.quantity) FILTER (WHERE t.status IN ('confirm', 'try', 'confirm_pending')), 0)::bigint
+                   (p.committed_pruned + COALESCE(sum(t.quantity) FILTER (WHERE t.status IN ('confirm', 'try', 'confirm_pending')), 0))::bigint
             FROM products p LEFT JOIN transactions t ON t.product_id = p.id
-            GROUP BY p.id, p.stock, p.initial_stock
-            HAVING COALESCE(p.initial_stock, p.stock)
+            GROUP BY p.id, p.stock, p.initial_stock, p.committed_pruned
+            HAVING COALESCE(p.initial_stock, p.stock) - p.committed_pruned
                    - COALESCE(sum(t.quantity) FILTER (WHERE t.status IN ('confirm', 'try', 'confirm_pending')), 0) <> p.stock
             """,
             logger: logger

@@ -88,10 +88,14 @@ public func buildCoordinator(
         _ = try await postgres.query("SELECT 1", logger: healthLogger).count()
     }
 
+    let retention = RetentionJob(
+        retention: Retention(schema: .coordinator, configuration: configuration.retention, logger: logger), client: postgres, logger: logger
+    ) { registry.recordRetention(pruned: $0.pruned, oldestSeconds: $0.oldestSeconds) }
+
     let application = Application(
         router: router,
         configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "dtx-coordinator"),
-        services: [holderLock, postgres, recovery, ServiceClientLifecycle(client: client)],
+        services: [holderLock, postgres, recovery, retention, ServiceClientLifecycle(client: client)],
         onServerRunning: { channel in
             let port = channel.localAddress?.port ?? configuration.port
             if configuration.advertiseURL == nil { advertised.set(Coordinator.defaultURL(configuration, port: port)) }

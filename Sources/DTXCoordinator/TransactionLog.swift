@@ -147,11 +147,13 @@ public struct TransactionLog: Sendable {
         return try await decodeViews(rows).first
     }
 
-    /// Whether `id` is one this log may have handed out (below its next block of ids): a transaction it has no row
-    /// for then never began, or its first record was lost in a crash of this database (presumed abort).
+    /// Whether `id` is one this log may have handed out (below its next block of ids) and has not pruned (above the
+    /// highest id retention deleted): a transaction it has no row for then never began, or its first record was lost
+    /// in a crash of this database (presumed abort).
     public func mayHaveIssued(id: Int64) async throws -> Bool {
-        for try await next in try await client.query("SELECT next_id FROM worker_event_ids", logger: logger).decode(Int64.self) {
-            return id < next
+        let rows = try await client.query("SELECT next_id, pruned_through FROM worker_event_ids", logger: logger)
+        for try await (next, pruned) in rows.decode((Int64, Int64).self) {
+            return id < next && id > pruned
         }
         return false
     }

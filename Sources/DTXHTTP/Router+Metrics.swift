@@ -36,3 +36,19 @@ extension PrometheusCollectorRegistry {
         )
     }
 }
+
+extension PrometheusCollectorRegistry {
+    /// A retention pass: rows pruned per table (counter), and each table's oldest row age (gauge), so that an operator
+    /// sees retention working.
+    public func recordRetention(pruned: [String: Int64], oldestSeconds: [String: Double]) {
+        for (table, count) in pruned where count > 0 {
+            counter("dtx_retention_pruned_rows_total", [("table", table)], help: "Rows deleted by retention").increment(by: count)
+        }
+        for (table, age) in oldestSeconds {
+            makeGauge(
+                descriptor: MetricNameDescriptor(metricName: "dtx_retention_oldest_row_age_seconds", unitName: "", helpText: "Age of the oldest row"),
+                labels: [("table", table)]
+            ).set(age)
+        }
+    }
+}

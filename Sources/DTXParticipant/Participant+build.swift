@@ -93,10 +93,14 @@ public func buildParticipant(
         _ = try await postgres.query("SELECT 1", logger: healthLogger).count()
     }
 
+    let retention = RetentionJob(
+        retention: Retention(schema: .participant, configuration: configuration.retention, logger: logger), client: postgres, logger: logger
+    ) { registry.recordRetention(pruned: $0.pruned, oldestSeconds: $0.oldestSeconds) }
+
     let application = Application(
         router: router,
         configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: configuration.name),
-        services: [postgres, reconciler, ServiceClientLifecycle(client: client)],
+        services: [postgres, reconciler, retention, ServiceClientLifecycle(client: client)],
         onServerRunning: { channel in await onServerRunning(channel.localAddress?.port ?? configuration.port) },
         logger: logger
     )

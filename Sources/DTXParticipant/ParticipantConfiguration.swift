@@ -14,6 +14,8 @@ public struct ParticipantConfiguration: Sendable {
     /// When set, every request must carry `Authorization: Bearer <token>`, and calls to the coordinator send it.
     public var token: String?
     public var reconciler = Reconciler.Configuration()
+    /// Pruning of branches final for longer than the horizon (see sql/participant/005).
+    public var retention = Retention.Configuration()
     /// How long a branch operation waits for a row lock before answering 503 (the caller retries).
     public var lockTimeout: Duration = .seconds(2)
     /// A branch operation that takes longer (the database is down, say) is answered 503; it may still finish later,

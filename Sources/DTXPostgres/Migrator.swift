@@ -27,6 +27,10 @@ public enum Schema: String, Sendable, CaseIterable {
                     version: "004_participant_branch_functions.sql",
                     sql: String(decoding: PackageResources._04_participant_branch_functions_sql, as: UTF8.self)
                 ),
+                Migration(
+                    version: "005_participant_retention.sql",
+                    sql: String(decoding: PackageResources._05_participant_retention_sql, as: UTF8.self)
+                ),
             ]
         case .coordinator:
             return [
@@ -34,6 +38,10 @@ public enum Schema: String, Sendable, CaseIterable {
                 Migration(
                     version: "002_coordinator_log_functions.sql",
                     sql: String(decoding: PackageResources._02_coordinator_log_functions_sql, as: UTF8.self)
+                ),
+                Migration(
+                    version: "003_coordinator_retention.sql",
+                    sql: String(decoding: PackageResources._03_coordinator_retention_sql, as: UTF8.self)
                 ),
             ]
         }

@@ -8,7 +8,7 @@ struct DTX: AsyncParsableCommand {
         subcommands: [
             Demo.self, PostgresCommand.self, ParticipantCommand.self, CoordinatorCommand.self,
             RunCommand.self, StatusCommand.self, ListCommand.self, VerifyCommand.self, BenchCommand.self, ReportCommand.self,
-            RelayCommand.self,
+            RelayCommand.self, PruneCommand.self,
         ]
     )
 }

@@ -24,6 +24,7 @@ struct ParticipantCommand: AsyncParsableCommand {
     @Option(help: "Age after which a branch left in try or prepared asks the coordinator.") var staleAfter = DurationArgument(.seconds(30))
     @Option(help: "Row lock wait before answering 503.") var lockTimeout = DurationArgument(.seconds(2))
     @Option(help: "Database connections.") var maxConnections: Int = 40
+    @OptionGroup var retention: RetentionOptions
     @Option(help: "Fault injection: share of branch calls answered 503 before any work (0-1).") var faultErrorRate: Double = 0
     @Option(help: "Fault injection: share of branch calls done but answered 503 (0-1).") var faultLostReplyRate: Double = 0
     @Option(help: "Fault injection: share of branch calls delayed (0-1).") var faultDelayRate: Double = 0
@@ -42,6 +43,7 @@ struct ParticipantCommand: AsyncParsableCommand {
         configuration.reconciler.staleAfter = staleAfter.duration
         configuration.lockTimeout = lockTimeout.duration
         configuration.maxDatabaseConnections = maxConnections
+        configuration.retention = try retention.configuration()
         configuration.faults.errorRate = faultErrorRate
         configuration.faults.lostReplyRate = faultLostReplyRate
         configuration.faults.delayRate = faultDelayRate
@@ -81,6 +83,7 @@ struct CoordinatorCommand: AsyncParsableCommand {
     var batchWindow = DurationArgument(.milliseconds(5))
     @Option(help: "Most second-phase calls in one batch.") var batchMax: Int = 64
     @Option(help: "Database connections.") var maxConnections: Int = 40
+    @OptionGroup var retention: RetentionOptions
     @Flag(help: "XA: prepare at every participant at once (default: in order; concurrent prepares deadlock on hot rows).")
     var xaConcurrentPrepare = false
     @OptionGroup var lifecycle: LifecycleOptions
@@ -109,6 +112,7 @@ struct CoordinatorCommand: AsyncParsableCommand {
         configuration.batchWindow = batchWindow.duration
         configuration.batchMaxItems = batchMax
         configuration.maxDatabaseConnections = maxConnections
+        configuration.retention = try retention.configuration()
         configuration.xaConcurrentPrepare = xaConcurrentPrepare
         let coordinator: Coordinator
         do {
@@ -119,6 +123,20 @@ struct CoordinatorCommand: AsyncParsableCommand {
             throw ValidationError(error.description)
         }
         try await runServices([coordinator.application], lifecycle: lifecycle, logger: logger)
+    }
+}
+
+struct RetentionOptions: ParsableArguments {
+    @Option(help: "Keep rows at least this long after they are final, then prune them; 0 keeps everything.")
+    var retentionHorizon = DurationArgument(.seconds(6 * 3600))
+    @Option(help: "How often retention runs.") var retentionInterval = DurationArgument(.seconds(60))
+
+    func configuration() throws -> Retention.Configuration {
+        guard retentionInterval.duration > .zero else { throw ValidationError("--retention-interval must be above 0") }
+        var configuration = Retention.Configuration()
+        configuration.horizon = retentionHorizon.duration
+        configuration.interval = retentionInterval.duration
+        return configuration
     }
 }
 

@@ -128,7 +128,7 @@ struct BenchTests {
         }
     }
 
-    @Test("a short --rtt bench: cells at 0 and 5 ms, the p50 at 5 ms at least the round trips times 5 ms, invariants, nothing left")
+    @Test("a short --rtt bench: cells at 0 and 5 ms, the p50 at 5 ms at least its round trips times 5 ms, invariants, nothing left")
     func shortRTTBench() async throws {
         let out = "/tmp/dtx-test-\(getpid())-bench-rtt"
         let bench = try Self.bench([
@@ -146,10 +146,7 @@ struct BenchTests {
             #expect(cell.summary.latencyMs.p50 >= floor, "\(cell.mode.rawValue): p50 \(cell.summary.latencyMs.p50) ms under \(floor) ms")
             #expect(cell.summary.cpuSecondsPer1000["relay"] != nil, "the relay's CPU is a column")
         }
-        for cell in cells where cell.rttMs == 0 && cell.mode.protocolMode != nil {
-            let floor = Double(ReportConclusions.criticalPath[cell.mode]!) * 5
-            #expect(cell.summary.latencyMs.p50 < floor, "at 0 ms \(cell.mode.rawValue) is not held to the 5 ms floor")
-        }
+        // (that at 0 ms the p50 is under the same floor is a speed: the release reference report shows it, a test would not)
         let report = try String(contentsOfFile: "\(out)/report.md", encoding: .utf8)
         #expect(report.contains("## Which mode when"))
         try await eventually("nothing of the bench is left running") { Self.leftovers(of: bench.pid).isEmpty }

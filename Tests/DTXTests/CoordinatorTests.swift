@@ -94,7 +94,7 @@ struct CoordinatorTests {
             try await Task.sleep(for: .seconds(1))  // down for a while: the coordinator keeps retrying meanwhile
             let restarted = try await ParticipantFixture.Parts.restart("ServiceB", database: f.serviceB.database, port: port)
             let reply = try await answer
-            #expect(reply.status == 200)
+            #expect(reply.status == 200, "\(String(decoding: reply.body, as: UTF8.self))")
             #expect(try reply.decode(TransactionView.self).status == .completed)
             #expect(try await f.stock(f.serviceB) == 90)
             try await f.expectConsistent()

@@ -121,7 +121,10 @@ BEGIN
             SELECT t.status INTO v_status FROM transactions t
             WHERE t.worker_event_id = p_gids[i] AND t.product_id = p_branches[i] FOR UPDATE;
         END IF;
-        IF v_status IS NULL THEN
+        IF v_status IS NULL AND p_gids[i] <= (SELECT r.pruned_gid_watermark FROM retention_state r) THEN
+            -- pruned here (retention, 005) once final: a commit only follows a try that stood, so this is a duplicate
+            effect := 'duplicate'; status := NULL; refusal := NULL;
+        ELSIF v_status IS NULL THEN
             effect := 'refused'; status := NULL; refusal := 'branch_not_tried';
         ELSIF v_status = p_from THEN
             INSERT INTO barrier (gid, branch_id, op) VALUES (p_gids[i], p_branches[i], p_op) ON CONFLICT DO NOTHING;
@@ -234,13 +237,16 @@ END;
 $$;
 
 -- XA commit whose COMMIT PREPARED found no such gid: committed before (duplicate), rolled back, or never prepared.
+-- A branch pruned here (retention, 005) was committed if a commit comes for it: a duplicate.
 CREATE OR REPLACE FUNCTION dtx_xa_commit_missing(p_gid bigint, p_branch bigint)
 RETURNS TABLE (effect text, refusal text) LANGUAGE sql STABLE AS $$
     SELECT CASE
         WHEN EXISTS (SELECT 1 FROM transactions t WHERE t.worker_event_id = p_gid AND t.product_id = p_branch AND t.status = 'confirm')
+          OR p_gid <= (SELECT r.pruned_gid_watermark FROM retention_state r)
             THEN 'duplicate' ELSE 'refused' END,
         CASE
         WHEN EXISTS (SELECT 1 FROM transactions t WHERE t.worker_event_id = p_gid AND t.product_id = p_branch AND t.status = 'confirm')
+          OR p_gid <= (SELECT r.pruned_gid_watermark FROM retention_state r)
             THEN NULL
         WHEN EXISTS (SELECT 1 FROM barrier b WHERE b.gid = p_gid AND b.branch_id = p_branch AND b.op = 'rollback')
             THEN 'branch_cancelled'

@@ -9,16 +9,17 @@ import NIOFoundationCompat
 import PostgresNIO
 import Testing
 
-/// Quick retries, and timeouts long enough for a loaded 2-core machine running the tests in parallel; tests that
+/// Quick retries, and timeouts long enough for a loaded 2-core machine running the tests in parallel (a participant
+/// restarted under load may take seconds to answer again); tests that
 /// need an abort by timeout set their own.
 func testTiming() -> CoordinatorConfiguration.Timing {
     var timing = CoordinatorConfiguration.Timing()
     timing.branchTimeout = .seconds(3)
-    timing.globalTimeout = .seconds(8)
+    timing.globalTimeout = .seconds(15)
     timing.initialBackoff = .milliseconds(20)
     timing.maxBackoff = .milliseconds(300)
     timing.recoveryInterval = .milliseconds(100)
-    timing.leaseDuration = .seconds(15)
+    timing.leaseDuration = .seconds(20)
     timing.responseWait = .seconds(8)
     return timing
 }

@@ -1,0 +1,147 @@
+import DTXBench
+import DTXCoordinator
+import DTXHTTP
+import DTXParticipant
+import DTXPostgres
+import DTXProtocol
+import Foundation
+import PostgresNIO
+import Testing
+
+/// Retention: what is final and older than the horizon goes, what is open stays; no late or replayed request is
+/// applied afterwards; pruning under load keeps every invariant; `dtx prune --dry-run` changes nothing.
+@Suite("Retention", .serialized)
+struct RetentionTests {
+    static let horizon: Duration = .seconds(2)
+
+    static func prune(_ database: DatabaseURL, dryRun: Bool = false) async throws -> Retention.Pass {
+        try await withDatabase(database) { connection in
+            guard let schema = try await Retention.schema(of: connection, logger: TestPostgres.logger) else {
+                struct NotDTX: Error {}
+                throw NotDTX()
+            }
+            var configuration = Retention.Configuration()
+            configuration.horizon = horizon
+            configuration.batch = 3  // several batches
+            return try await Retention(schema: schema, configuration: configuration, logger: TestPostgres.logger).prune(connection, dryRun: dryRun)
+        }
+    }
+
+    static func rows(_ database: DatabaseURL, _ table: String) async throws -> Int64 {
+        try await scalar(database, PostgresQuery(unsafeSQL: "SELECT count(*) FROM \(table)"))
+    }
+
+    @Test("finished transactions of all three modes are pruned everywhere once the horizon passed; open ones stay; late requests change nothing")
+    func pruneFinishedKeepOpen() async throws {
+        try await CoordinatorFixture.with(configure: { $0.timing.globalTimeout = .seconds(1); $0.timing.responseWait = .seconds(1) }) { f in
+            // finished: one completed and one refused per mode
+            var completed: [Mode: Int64] = [:]
+            for mode in Mode.allCases {
+                completed[mode] = try await f.post(TransactionRequest(mode: mode, productId: 1, quantity: 1)).decode(TransactionView.self).id
+                #expect(try await f.post(TransactionRequest(mode: mode, productId: 1, quantity: 1000)).status == 409)
+            }
+            // open: a transaction decided but stuck in its second phase (ServiceB down), and a try nobody decided
+            await f.serviceB.service.stop()
+            let stuck = try await f.post(TransactionRequest(mode: .tcc, productId: 2, quantity: 1))
+            #expect(stuck.status == 202 || stuck.status == 409)
+            let stuckID = try stuck.decode(TransactionView.self).id
+            let a = f.serviceA.service.url
+            #expect(try await f.client.post(a + "/tcc/try", json: BranchRequest(workerEventId: 999_999, productId: 2, quantity: 1), timeout: .seconds(5)).status == 200)
+
+            try await Task.sleep(for: Self.horizon + .milliseconds(1500))  // past the horizon and the first phase's end
+            let stockBefore = try await f.stock(f.serviceA)
+            let pruned = try await Self.prune(f.serviceA.database)
+            #expect((pruned.pruned["barrier"] ?? 0) > 0 && (pruned.pruned["transactions"] ?? 0) > 0, "\(pruned)")
+            let coordinatorPass = try await Self.prune(f.coordinatorDatabase)
+            #expect((coordinatorPass.pruned["worker_events"] ?? 0) == 6, "\(coordinatorPass)")
+            // finished rows gone, open ones untouched
+            #expect(try await scalar(f.coordinatorDatabase, "SELECT count(*) FROM worker_events") == 1)
+            #expect(try await scalar(f.coordinatorDatabase, "SELECT count(*) FROM worker_events WHERE id = \(stuckID)") == 1)
+            #expect(try await scalar(f.serviceA.database, "SELECT count(*) FROM transactions WHERE worker_event_id = \(completed[.tcc]!)") == 0)
+            #expect(try await scalar(f.serviceA.database, "SELECT count(*) FROM barrier WHERE gid = \(completed[.saga]!)") == 0)
+            #expect(try await scalar(f.serviceA.database, "SELECT count(*) FROM open_branches") == 1)  // the try nobody decided
+            #expect(try await scalar(f.serviceA.database, "SELECT count(*) FROM barrier WHERE gid IN (\(stuckID), 999999)") > 0)
+            #expect(try await f.stock(f.serviceA) == stockBefore)
+
+            // a replayed first phase of a pruned transaction: refused with and without its deadline; no stock moves
+            for mode in Mode.allCases {
+                let op: BranchOperation = mode == .tcc ? .tccTry : mode == .saga ? .sagaReserve : .xaPrepare
+                let plain = try await f.client.post(a + op.path, json: BranchRequest(workerEventId: completed[mode]!, productId: 1, quantity: 1), timeout: .seconds(5))
+                #expect(plain.status == 409 && plain.error?.code == .branchPruned, "\(mode): \(String(decoding: plain.body, as: UTF8.self))")
+                let late = try await f.client.post(a + op.path, json: BranchRequest(
+                    workerEventId: completed[mode]!, productId: 1, quantity: 1, notAfter: Timestamp.string(Date(timeIntervalSinceNow: -60))
+                ), timeout: .seconds(5))
+                #expect(late.status == 409 && late.error?.code == .deadlinePassed)
+            }
+            // a duplicate second phase after pruning: answered, no stock moves
+            for (op, mode) in [(BranchOperation.tccConfirm, Mode.tcc), (.tccFinalize, .tcc), (.sagaConfirm, .saga), (.xaCommit, .xa)] {
+                let again = try await f.client.post(a + op.path, json: BranchRequest(workerEventId: completed[mode]!, productId: 1, quantity: 1), timeout: .seconds(5))
+                #expect(again.status == 200 && again.effect == .duplicate, "\(op): \(String(decoding: again.body, as: UTF8.self))")
+            }
+            #expect(try await f.stock(f.serviceA) == stockBefore)
+            // the coordinator no longer knows the pruned ids, and says it does not know their outcome (no presumed abort)
+            let gone = try await f.client.get(f.coordinatorURL + "/v1/transactions/\(completed[.tcc]!)", timeout: .seconds(5))
+            #expect(gone.status == 404 && gone.error?.code == .notFound)
+            // the invariants still add up (pruned committed quantities are kept per product)
+            let violations = try await Verifier(
+                coordinator: f.coordinatorDatabase, participants: [.init(name: "ServiceA", database: f.serviceA.database)], logger: TestPostgres.logger
+            ).check()
+            #expect(violations.filter { !$0.problem.contains("left in") && !$0.problem.contains("still pending") }.isEmpty, "\(violations)")
+        }
+    }
+
+    @Test("dtx prune --dry-run says what would go and changes nothing; without it, it prunes")
+    func pruneCommand() async throws {
+        // a short first phase: a branch is kept until its first phase's end is a horizon old
+        try await CoordinatorFixture.with(configure: { $0.timing.globalTimeout = .seconds(1); $0.timing.responseWait = .seconds(1) }) { f in
+            for mode in Mode.allCases { #expect(try await f.post(TransactionRequest(mode: mode, productId: 1, quantity: 1)).status == 200) }
+            try await Task.sleep(for: Self.horizon + .milliseconds(1500))  // past the horizon and the first phase's end
+            let before = (try await Self.rows(f.serviceA.database, "barrier"), try await Self.rows(f.coordinatorDatabase, "worker_events"))
+            let log = "/tmp/dtx-test-\(getpid())-prune.log"
+            for (database, table) in [(f.serviceA.database, "barrier"), (f.coordinatorDatabase, "worker_events")] {
+                let dry = try ChildProcess.spawn(name: "prune", executable: try dtxExecutable(),
+                                                 arguments: ["prune", "--database-url", database.urlString, "--horizon", "2s", "--dry-run"], logPath: log + "." + table)
+                #expect(await dry.wait(timeout: .seconds(60)) == 0)
+                #expect(dry.logTail().contains("\(table): 0 rows") == false, "\(dry.logTail())")
+                #expect(dry.logTail().contains("would be pruned"))
+            }
+            #expect(try await Self.rows(f.serviceA.database, "barrier") == before.0)
+            #expect(try await Self.rows(f.coordinatorDatabase, "worker_events") == before.1)
+            let real = try ChildProcess.spawn(name: "prune", executable: try dtxExecutable(),
+                                              arguments: ["prune", "--database-url", f.coordinatorDatabase.urlString, "--horizon", "2s"], logPath: log + ".2")
+            #expect(await real.wait(timeout: .seconds(60)) == 0)
+            #expect(try await Self.rows(f.coordinatorDatabase, "worker_events") == 0)
+            let bad = try ChildProcess.spawn(name: "prune", executable: try dtxExecutable(),
+                                             arguments: ["prune", "--database-url", try await TestPostgres.shared.adminURL().urlString, "--horizon", "2s"], logPath: log + ".3")
+            #expect(await bad.wait(timeout: .seconds(60)) != 0)
+            #expect(bad.logTail().contains("neither a dtx participant"))
+        }
+    }
+
+    @Test("retention running in every service while load runs: every invariant holds, and the metrics show it")
+    func pruningUnderLoad() async throws {
+        let quick: (inout Retention.Configuration) -> Void = { $0.horizon = .seconds(1); $0.interval = .milliseconds(200); $0.batch = 50 }
+        try await CoordinatorFixture.with(configureParticipants: { quick(&$0.retention) }, configure: { quick(&$0.retention) }) { f in
+            try await FaultToleranceTests.restock(f)
+            let statuses = await Load.run(client: f.client, targets: Targets([f.coordinatorURL]), clients: 6, for: .seconds(5))
+            #expect(statuses[200, default: 0] > 10, "\(statuses)")
+            try await eventually("retention pruned at both sides") {
+                let metrics = String(decoding: try await f.client.get(f.serviceA.service.url + "/metrics", timeout: .seconds(5)).body, as: UTF8.self)
+                let prunedThrough = try await scalar(f.coordinatorDatabase, "SELECT pruned_through FROM worker_event_ids")
+                return metrics.contains("dtx_retention_pruned_rows_total{table=\"barrier\"}") && prunedThrough > 0
+            }
+            let metrics = String(decoding: try await f.client.get(f.coordinatorURL + "/metrics", timeout: .seconds(5)).body, as: UTF8.self)
+            #expect(metrics.contains("dtx_retention_oldest_row_age_seconds{table=\"worker_events\"}"))
+            try await eventually("every transaction final and every branch closed") {
+                let open = try await scalar(f.coordinatorDatabase, "SELECT count(*) FROM worker_events WHERE open")
+                return open == 0
+            }
+            let violations = try await Verifier(
+                coordinator: f.coordinatorDatabase,
+                participants: [.init(name: "ServiceA", database: f.serviceA.database), .init(name: "ServiceB", database: f.serviceB.database)],
+                logger: TestPostgres.logger
+            ).check()
+            #expect(violations.isEmpty, "\(violations.prefix(5))")
+        }
+    }
+}
