@@ -17,6 +17,8 @@ public struct Coordinator: Sendable {
     public let instanceID: String
     /// This process's holder number in the log's lease columns.
     public let holder: Int64
+    /// The routes served, for the test that holds them against openapi/coordinator.json.
+    public let routes: RouteTable
 }
 
 /// Checks the configuration and the database, applies the schema, takes this process's liveness lock, and wires the
@@ -77,7 +79,8 @@ public func buildCoordinator(
     )
 
     let router = Router(context: DTXRequestContext.self)
-    router.add(middleware: ErrorMiddleware(knownPaths: ["/v1/transactions", "/health", "/metrics"]))
+    let routeTable = RouteTable()
+    router.add(middleware: ErrorMiddleware(routes: routeTable))
     if let token = configuration.token { router.add(middleware: BearerTokenMiddleware(token: token)) }
     CoordinatorRoutes(
         log: log, driver: driver, participants: configuration.participants.map(\.name), timing: timing, logger: logger
@@ -87,6 +90,9 @@ public func buildCoordinator(
     router.addHealthRoute(["status": "ok", "coordinator": instanceID]) {
         _ = try await postgres.query("SELECT 1", logger: healthLogger).count()
     }
+    router.addOpenAPIRoute(PackageResources.openapi_json)
+    if configuration.statusPage { try StatusPage(log: log, instanceID: instanceID).add(to: router) }
+    routeTable.fill(router)
 
     let retention = RetentionJob(
         retention: Retention(schema: .coordinator, configuration: configuration.retention, logger: logger), client: postgres, logger: logger
@@ -103,7 +109,7 @@ public func buildCoordinator(
         },
         logger: logger
     )
-    return Coordinator(application: application, log: log, recovery: recovery, instanceID: instanceID, holder: holderLock.holder)
+    return Coordinator(application: application, log: log, recovery: recovery, instanceID: instanceID, holder: holderLock.holder, routes: routeTable)
 }
 
 extension Coordinator {

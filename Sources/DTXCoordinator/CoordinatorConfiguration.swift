@@ -56,6 +56,8 @@ public struct CoordinatorConfiguration: Sendable {
     /// XA: send the prepares to every participant at once rather than in order (see `XAMachine` for why the default
     /// is in order).
     public var xaConcurrentPrepare = false
+    /// The status page at `GET /` (`--no-ui` turns it off).
+    public var statusPage = true
     /// Pruning of transactions finished for longer than the horizon (see sql/coordinator/003).
     public var retention = Retention.Configuration()
     /// Transactions the recovery loop drives at once.

@@ -158,6 +158,14 @@ public struct TransactionLog: Sendable {
         return false
     }
 
+    /// How many transactions are open (not final yet).
+    public func openCount() async throws -> Int64 {
+        for try await count in try await client.query("SELECT count(*) FROM worker_events WHERE open", logger: logger).decode(Int64.self) {
+            return count
+        }
+        return 0
+    }
+
     /// A page of transactions, newest first, with the cursor of the next page (nil on the last).
     public func list(status: GlobalStatus?, mode: Mode?, limit: Int, cursor: Int64?) async throws -> TransactionList {
         var conditions: [String] = []

@@ -1,18 +1,58 @@
 import DTXProtocol
 import Hummingbird
 import Logging
+import Synchronization
+
+/// The routes a router serves, as method and path pattern, filled once every route is added: so that the error
+/// middleware (added before the routes) can tell a wrong method on a served path (405, with `Allow`) from a path that
+/// is not served (404).
+public final class RouteTable: Sendable {
+    private let routes = Mutex<[(method: String, pattern: [Substring])]>([])
+
+    public init() {}
+
+    /// Takes the router's routes (call after the last route is added).
+    public func fill(_ router: Router<DTXRequestContext>) {
+        let entries = router.routes.map { (method: $0.method.rawValue, pattern: $0.path.description.split(separator: "/")) }
+        routes.withLock { $0 = entries }
+    }
+
+    /// "METHOD /path/{param}" for every route, in the OpenAPI form of its path.
+    public var described: [String] {
+        routes.withLock { $0.map { "\($0.method) /" + $0.pattern.map { Self.isCapture($0) ? "{\(Self.captureName($0))}" : String($0) }.joined(separator: "/") } }
+    }
+
+    /// A path parameter, written `:name` or `{name}`.
+    static func isCapture(_ segment: Substring) -> Bool { segment.hasPrefix(":") || (segment.hasPrefix("{") && segment.hasSuffix("}")) }
+    static func captureName(_ segment: Substring) -> Substring { segment.hasPrefix(":") ? segment.dropFirst() : segment.dropFirst().dropLast() }
+
+    /// The methods served on `path` (empty when none is).
+    public func methods(for path: String) -> [String] {
+        let segments = path.split(separator: "/")
+        return routes.withLock { routes in
+            Array(Set(routes.filter { Self.matches($0.pattern, segments) }.map(\.method))).sorted()
+        }
+    }
+
+    static func matches(_ pattern: [Substring], _ segments: [Substring]) -> Bool {
+        if pattern.last == "**" { return segments.count >= pattern.count - 1 && zip(pattern.dropLast(), segments).allSatisfy(segmentMatches) }
+        return pattern.count == segments.count && zip(pattern, segments).allSatisfy(segmentMatches)
+    }
+
+    static func segmentMatches(_ pattern: Substring, _ segment: Substring) -> Bool {
+        pattern == segment || isCapture(pattern) || pattern == "*"
+    }
+}
 
 /// Renders every error as the JSON error body `{"error": {"code", "message"}}`, in one place.
 ///
-/// A request for a known path with the wrong method gets 405 (the router alone would say 404).
+/// A request for a served path with the wrong method gets 405 with an `Allow` header (the router alone would say 404).
 public struct ErrorMiddleware: RouterMiddleware {
     public typealias Context = DTXRequestContext
-    let knownPaths: Set<String>
+    let routes: RouteTable
 
-    /// `knownPaths`: the fixed paths the router serves, so that a wrong method on one of them is told apart from an
-    /// unknown path.
-    public init(knownPaths: Set<String>) {
-        self.knownPaths = knownPaths
+    public init(routes: RouteTable) {
+        self.routes = routes
     }
 
     public func handle(
@@ -25,13 +65,22 @@ public struct ErrorMiddleware: RouterMiddleware {
         } catch let error as ProtocolError {
             return .error(error)
         } catch let error as HTTPError {
-            return .error(self.protocolError(for: error, request: request))
+            return self.response(self.protocolError(for: error, request: request), request: request)
         } catch let error as any HTTPResponseError {
-            return .error(self.protocolError(status: error.status, message: nil, request: request))
+            return self.response(self.protocolError(status: error.status, message: nil, request: request), request: request)
         } catch {
             context.logger.error("request failed", metadata: ["dtx.error": "\(String(reflecting: error))"])
             return .error(ProtocolError(.internalError, "internal error: \(error)"))
         }
+    }
+
+    /// The error's response; a 405 says which methods the path takes.
+    private func response(_ error: ProtocolError, request: Request) -> Response {
+        var response = Response.error(error)
+        if error.code == .methodNotAllowed {
+            response.headers[.allow] = routes.methods(for: request.uri.path).joined(separator: ", ")
+        }
+        return response
     }
 
     private func protocolError(for error: HTTPError, request: Request) -> ProtocolError {
@@ -41,7 +90,7 @@ public struct ErrorMiddleware: RouterMiddleware {
     private func protocolError(status: HTTPResponse.Status, message: String?, request: Request) -> ProtocolError {
         switch status {
         case .notFound:
-            if knownPaths.contains(request.uri.path) {
+            if !routes.methods(for: request.uri.path).isEmpty {
                 return ProtocolError(.methodNotAllowed, "\(request.method) is not allowed on \(request.uri.path)")
             }
             return ProtocolError(.notFound, message ?? "no route for \(request.method) \(request.uri.path)")
@@ -59,13 +108,16 @@ public struct ErrorMiddleware: RouterMiddleware {
     }
 }
 
-/// When a token is configured, every request must carry `Authorization: Bearer <token>`; others get 401.
+/// When a token is configured, every request must carry it; others get 401. Clients send `Authorization: Bearer
+/// <token>`; a browser (the status page) opens `/?token=<token>` once, is given the token as an HttpOnly cookie, and
+/// is sent on to the page without it in the address.
 public struct BearerTokenMiddleware: RouterMiddleware {
     public typealias Context = DTXRequestContext
-    let expected: String
+    static let cookie = "dtx_token"
+    let token: String
 
     public init(token: String) {
-        self.expected = "Bearer " + token
+        self.token = token
     }
 
     public func handle(
@@ -73,10 +125,21 @@ public struct BearerTokenMiddleware: RouterMiddleware {
         context: Context,
         next: (Request, Context) async throws -> Response
     ) async throws -> Response {
-        guard let header = request.headers[.authorization], constantTimeEquals(header, expected) else {
-            throw ProtocolError(.unauthorized, "missing or wrong bearer token: send Authorization: Bearer <token>")
+        if let header = request.headers[.authorization], constantTimeEquals(header, "Bearer " + token) {
+            return try await next(request, context)
         }
-        return try await next(request, context)
+        if let cookies = request.headers[.cookie], cookies.split(separator: ";").contains(where: { part in
+            let pair = part.trimmingCharacters(in: .whitespaces).split(separator: "=", maxSplits: 1)
+            return pair.count == 2 && pair[0] == Self.cookie && constantTimeEquals(String(pair[1]), token)
+        }) {
+            return try await next(request, context)
+        }
+        if request.method == .get, let given = request.uri.queryParameters.get("token"), constantTimeEquals(given, token) {
+            var response = Response(status: .seeOther, headers: [.location: request.uri.path])
+            response.headers[.setCookie] = "\(Self.cookie)=\(token); Path=/; HttpOnly; SameSite=Strict"
+            return response
+        }
+        throw ProtocolError(.unauthorized, "missing or wrong bearer token: send Authorization: Bearer <token>")
     }
 }
 

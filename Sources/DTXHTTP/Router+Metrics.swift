@@ -17,6 +17,15 @@ extension Router where Context == DTXRequestContext {
     }
 }
 
+extension Router where Context == DTXRequestContext {
+    /// `GET /openapi.json`: the service's OpenAPI document, as committed in openapi/.
+    public func addOpenAPIRoute(_ document: [UInt8]) {
+        self.get("/openapi.json") { _, _ -> Response in
+            Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: document)))
+        }
+    }
+}
+
 /// Histogram buckets for request and transaction latencies, 1 ms to 10 s.
 public let latencyBuckets: [Duration] = [
     .milliseconds(1), .milliseconds(2), .milliseconds(5), .milliseconds(10), .milliseconds(20), .milliseconds(50),

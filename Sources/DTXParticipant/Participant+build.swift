@@ -27,6 +27,8 @@ public struct Participant: Sendable {
     public let reconciler: Reconciler
     /// False when the server has max_prepared_transactions = 0: XA prepares then get 409 xa_unavailable.
     public let xaEnabled: Bool
+    /// The routes served, for the test that holds them against openapi/participant.json.
+    public let routes: RouteTable
 }
 
 /// Checks the database, applies the schema, and wires the participant's routes and services.
@@ -78,8 +80,8 @@ public func buildParticipant(
     )
 
     let router = Router(context: DTXRequestContext.self)
-    let branchPaths = BranchOperation.allCases.map(\.path)
-    router.add(middleware: ErrorMiddleware(knownPaths: Set(branchPaths + ["/tcc/status", "/health", "/metrics"])))
+    let routeTable = RouteTable()
+    router.add(middleware: ErrorMiddleware(routes: routeTable))
     if let token = configuration.token { router.add(middleware: BearerTokenMiddleware(token: token)) }
 
     let routes = ParticipantRoutes(
@@ -92,6 +94,8 @@ public func buildParticipant(
     router.addHealthRoute(Health(status: "ok", service: configuration.name, xa: xaEnabled)) {
         _ = try await postgres.query("SELECT 1", logger: healthLogger).count()
     }
+    router.addOpenAPIRoute(PackageResources.openapi_json)
+    routeTable.fill(router)
 
     let retention = RetentionJob(
         retention: Retention(schema: .participant, configuration: configuration.retention, logger: logger), client: postgres, logger: logger
@@ -104,7 +108,7 @@ public func buildParticipant(
         onServerRunning: { channel in await onServerRunning(channel.localAddress?.port ?? configuration.port) },
         logger: logger
     )
-    return Participant(application: application, ledger: ledger, reconciler: reconciler, xaEnabled: xaEnabled)
+    return Participant(application: application, ledger: ledger, reconciler: reconciler, xaEnabled: xaEnabled, routes: routeTable)
 }
 
 /// The branch routes, product reads and the TCC status route.

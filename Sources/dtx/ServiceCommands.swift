@@ -84,6 +84,7 @@ struct CoordinatorCommand: AsyncParsableCommand {
     @Option(help: "Most second-phase calls in one batch.") var batchMax: Int = 64
     @Option(help: "Database connections.") var maxConnections: Int = 40
     @OptionGroup var retention: RetentionOptions
+    @Flag(help: "Serve no status page at GET /.") var noUI = false
     @Flag(help: "XA: prepare at every participant at once (default: in order; concurrent prepares deadlock on hot rows).")
     var xaConcurrentPrepare = false
     @OptionGroup var lifecycle: LifecycleOptions
@@ -114,6 +115,7 @@ struct CoordinatorCommand: AsyncParsableCommand {
         configuration.maxDatabaseConnections = maxConnections
         configuration.retention = try retention.configuration()
         configuration.xaConcurrentPrepare = xaConcurrentPrepare
+        configuration.statusPage = !noUI
         let coordinator: Coordinator
         do {
             coordinator = try await buildCoordinator(configuration, logger: logger) { port in

@@ -31,6 +31,8 @@ struct CoordinatorFixture: Sendable {
     let coordinatorDatabase: DatabaseURL
     let coordinator: RunningService?
     let client: ServiceClient
+    /// The coordinator as built (its parts, its routes), when the fixture started one.
+    let built: CoordinatorBox
 
     var coordinatorURL: String { coordinator!.url }
 
@@ -51,6 +53,7 @@ struct CoordinatorFixture: Sendable {
         let coordinatorDatabase = if let databases { databases.coordinator } else { try await TestPostgres.shared.newDatabase("coordinator") }
         let client = ServiceClient()
         var coordinator: RunningService?
+        let built = CoordinatorBox()
         try await withCleanup {
             if startCoordinator {
                 var configuration = CoordinatorConfiguration(
@@ -62,10 +65,14 @@ struct CoordinatorFixture: Sendable {
                 configure(&configuration)
                 let settings = configuration
                 coordinator = try await RunningService.start { onPort in
-                    try await buildCoordinator(settings, logger: TestPostgres.logger, onServerRunning: onPort).application
+                    let coordinator = try await buildCoordinator(settings, logger: TestPostgres.logger, onServerRunning: onPort)
+                    await built.set(coordinator)
+                    return coordinator.application
                 }
             }
-            try await body(CoordinatorFixture(serviceA: a, serviceB: b, coordinatorDatabase: coordinatorDatabase, coordinator: coordinator, client: client))
+            try await body(CoordinatorFixture(
+                serviceA: a, serviceB: b, coordinatorDatabase: coordinatorDatabase, coordinator: coordinator, client: client, built: built
+            ))
         } cleanup: {
             await coordinator?.stop()
             await a.service.stop()
@@ -121,6 +128,11 @@ struct CoordinatorFixture: Sendable {
             }
         }
     }
+}
+
+actor CoordinatorBox {
+    var coordinator: Coordinator?
+    func set(_ coordinator: Coordinator) { self.coordinator = coordinator }
 }
 
 extension ParticipantFixture {
