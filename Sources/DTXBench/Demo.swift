@@ -143,6 +143,7 @@ public struct Demo: Sendable {
             }
             print("    e.g. \(options.executable) run --mode tcc --product-id 1 --quantity 1 --coordinator \(coordinator)")
             print("    databases: \(urls.a.urlString)  \(urls.b.urlString)  \(urls.coordinator.urlString)")
+            await stack.detach()
             print("    stop them: kill \(await stack.processes.values.map { "\($0.pid)" }.joined(separator: " ")); \(options.executable) postgres stop --remove --servers 3 --dir \(directory)")
         } else {
             print("==> Stopping the services and removing the servers")

@@ -238,6 +238,11 @@ public actor Stack {
         try? await client.shutdown()
     }
 
+    /// Lets the processes run on (`--keep`): only this actor's own HTTP client is closed.
+    public func detach() async {
+        try? await client.shutdown()
+    }
+
     /// CPU seconds used so far, by process: both coordinators count as "coordinator".
     public func cpuSeconds() -> [String: Double] {
         var result: [String: Double] = [:]

@@ -50,7 +50,7 @@ public struct CoordinatorConfiguration: Sendable {
     public var advertiseURL: String?
     /// Batching of second-phase calls to one participant (see `Batcher`): a call waits at most this long for the
     /// request in flight before it goes in one of its own; zero turns batching off.
-    public var batchWindow: Duration = .milliseconds(5)
+    public var batchWindow: Duration = .milliseconds(1)
     public var batchMaxItems: Int = 64
     public var maxDatabaseConnections: Int = 40
     /// XA: send the prepares to every participant at once rather than in order (see `XAMachine` for why the default

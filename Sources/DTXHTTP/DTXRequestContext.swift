@@ -21,7 +21,8 @@ extension Request {
         try WireJSON.decode(type, from: try await collectWire(context: context))
     }
 
-    /// The calling coordinator's base URL (`dtx-coordinator` header), when it is a valid one.
+    /// The calling coordinator's base URL (`dtx-coordinator` header), when it is an http(s) URL; other values are
+    /// ignored (the header only tells the reconciler whom to ask).
     public var coordinatorURL: String? {
         CoordinatorHeader.validated(self.headers[HTTPField.Name(CoordinatorHeader.name)!])
     }

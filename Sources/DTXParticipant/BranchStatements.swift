@@ -1,3 +1,4 @@
+import Foundation
 import PostgresNIO
 
 /// The branch functions as prepared statements: parsed and planned once per connection, then only bound and executed
@@ -6,7 +7,7 @@ import PostgresNIO
 /// `dtx_first_phase`: try, reserve (and XA prepare, between BEGIN and PREPARE TRANSACTION).
 struct FirstPhaseStatement: PostgresPreparedStatement {
     static let name = "dtx_first_phase_v1"
-    static let sql = "SELECT effect, status FROM dtx_first_phase($1, $2, $3, $4, $5, $6, $7, $8, $9::text::timestamptz, $10, $11)"
+    static let sql = "SELECT effect, status FROM dtx_first_phase($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
     typealias Row = (String, String)
 
     var op: String
@@ -17,7 +18,7 @@ struct FirstPhaseStatement: PostgresPreparedStatement {
     var quantity: Int64
     var service: String
     var lockTimeoutMilliseconds: Int32
-    var notAfter: String?
+    var notAfter: Date?
     var coordinator: String?
     var xaGID: String?
 

@@ -184,16 +184,16 @@ struct ParticipantRoutes: Sendable {
     }
 
     func handleBatch(_ op: BranchOperation, _ requests: [BranchRequest], context: DTXRequestContext) async throws -> Response {
-        var items = [BranchBatchItem?](repeating: nil, count: requests.count)
-        var valid: [(Int, BranchRequest)] = []
+        // a malformed item makes the request malformed (400, nothing done); refusals are answered per item
         for (index, request) in requests.enumerated() {
             do {
                 try request.validate()
-                valid.append((index, request))
             } catch {
-                items[index] = BranchBatchItem(workerEventId: request.workerEventId, productId: request.productId, httpStatus: 400, result: nil, error: error)
+                throw ProtocolError.badRequest("item [\(index)]: \(error.message)")
             }
         }
+        var items = [BranchBatchItem?](repeating: nil, count: requests.count)
+        let valid = Array(requests.enumerated())
         try await injectFaultsBefore(op)
         let start = ContinuousClock.now
         let validRequests = valid.map(\.1)

@@ -113,7 +113,7 @@ public struct StockLedger: Sendable {
     func firstPhaseStatement(_ op: BranchOperation, _ request: BranchRequest, rowStatus: RowStatus, coordinator: String?, xaGID: String?) -> FirstPhaseStatement {
         FirstPhaseStatement(
             op: op.rawValue, mode: op.mode.rawValue, rowStatus: rowStatus.rawValue, gid: request.workerEventId, branch: request.productId,
-            quantity: request.quantity, service: service, lockTimeoutMilliseconds: lockTimeoutMilliseconds, notAfter: request.notAfter,
+            quantity: request.quantity, service: service, lockTimeoutMilliseconds: lockTimeoutMilliseconds, notAfter: request.notAfter.flatMap(Timestamp.parse),
             coordinator: coordinator, xaGID: xaGID
         )
     }
@@ -212,8 +212,6 @@ public struct StockLedger: Sendable {
             return ProtocolError(.lockTimeout, "a row lock was not granted in time: retry")
         case SQLState.serializationFailure.rawValue, SQLState.deadlockDetected.rawValue:
             return ProtocolError(.lockTimeout, "\(error.postgresMessage): retry")
-        case SQLState.invalidDatetimeFormat.rawValue, SQLState.datetimeFieldOverflow.rawValue:
-            return ProtocolError.badRequest("not_after is not a valid time: \(error.postgresMessage)")
         default:
             return ProtocolError(.databaseUnavailable, error.postgresMessage)
         }

@@ -43,6 +43,7 @@ public enum Command {
         posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
         posix_spawn_file_actions_addopen(&actions, 1, outputPath, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
         posix_spawn_file_actions_adddup2(&actions, 1, 2)
+        closeInheritedDescriptors(&actions)
 
         let argv: [UnsafeMutablePointer<CChar>?] = ([path] + arguments.dropFirst()).map { strdup($0) } + [nil]
         defer { argv.forEach { free($0) } }
@@ -60,6 +61,20 @@ public enum Command {
         let exitStatus = (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
         let data = FileManager.default.contents(atPath: outputPath) ?? Data()
         return (exitStatus, String(decoding: data, as: UTF8.self))
+    }
+
+    /// Adds to `actions`: the child closes every descriptor above standard error before it starts. SwiftNIO opens
+    /// its sockets without close-on-exec, so a child would otherwise inherit this process's listening and connected
+    /// sockets and keep them for its lifetime: a PostgreSQL server started by pg_ctl would hold a port this process
+    /// closed long ago, and a connection this process closed would stay open.
+    /// (glibc 2.34 and later; on an older one the child inherits them as before.)
+    public static func closeInheritedDescriptors(_ actions: inout posix_spawn_file_actions_t) {
+        #if os(Linux)
+        // glibc declares it only for _GNU_SOURCE, which Swift's Glibc module does not define: look it up by name
+        typealias AddCloseFrom = @convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32
+        guard let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "posix_spawn_file_actions_addclosefrom_np") else { return }
+        _ = unsafeBitCast(symbol, to: AddCloseFrom.self)(&actions, 3)
+        #endif
     }
 
     /// The full path of a program: `name` itself when it has a slash, else the first match on PATH.

@@ -13,9 +13,6 @@ public enum SQLState: String, Sendable {
     case duplicateDatabase = "42P04"
     case activeSQLTransaction = "25001"
     case queryCanceled = "57014"
-    case invalidDatetimeFormat = "22007"
-    case datetimeFieldOverflow = "22008"
-    case duplicateObject = "42710"
 }
 
 extension Error {

@@ -20,12 +20,21 @@ public struct BranchRequest: Codable, Sendable, Hashable {
         self.notAfter = notAfter
     }
 
+    /// `not_after` may be left out, not null (the contract has no nulls in requests).
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        workerEventId = try container.decode(Int64.self, forKey: .workerEventId)
+        productId = try container.decode(Int64.self, forKey: .productId)
+        quantity = try container.decode(Int64.self, forKey: .quantity)
+        notAfter = container.contains(.notAfter) ? try container.decode(String.self, forKey: .notAfter) : nil
+    }
+
     /// Throws `ProtocolError.badRequest` naming the field that is out of range.
     public func validate() throws(ProtocolError) {
         guard workerEventId >= 1 else { throw .badRequest("worker_event_id must be a positive integer") }
         guard productId >= 1 else { throw .badRequest("product_id must be a positive integer") }
         try Limits.validateQuantity(quantity)
-        if let notAfter, !Timestamp.isRFC3339(notAfter) {
+        if let notAfter, Timestamp.parse(notAfter) == nil {
             throw .badRequest("not_after must be an RFC 3339 time such as 2026-01-31T12:00:00.000Z")
         }
     }

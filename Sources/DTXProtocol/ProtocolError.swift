@@ -28,6 +28,10 @@ public struct ProtocolError: Error, Codable, Sendable, Hashable, CustomStringCon
         public static let branchConflict: Code = "branch_conflict"
         public static let invalidState: Code = "invalid_state"
         public static let transactionFailed: Code = "transaction_failed"
+        /// A branch names a participant the coordinator was not started with.
+        public static let unknownParticipant: Code = "unknown_participant"
+        /// Two branches name the same participant and product (a branch is that pair at a participant).
+        public static let duplicateBranch: Code = "duplicate_branch"
         /// XA at a participant whose PostgreSQL server has max_prepared_transactions = 0: nothing prepared.
         public static let xaUnavailable: Code = "xa_unavailable"
         /// A first-phase call that arrived after the first phase's end (`not_after`).
@@ -67,7 +71,7 @@ public struct ProtocolError: Error, Codable, Sendable, Hashable, CustomStringCon
         case .bodyTooLarge: 413
         case .idempotencyKeyReused: 422
         case .insufficientStock, .unknownProduct, .branchCancelled, .branchConfirmed, .branchNotTried, .branchConflict,
-            .invalidState, .transactionFailed, .xaUnavailable, .deadlinePassed, .branchPruned:
+            .invalidState, .transactionFailed, .xaUnavailable, .deadlinePassed, .branchPruned, .unknownParticipant, .duplicateBranch:
             409
         case .internalError: 500
         default: 503

@@ -38,6 +38,15 @@ public struct TransactionRequest: Codable, Sendable, Hashable {
         self.branches = branches
     }
 
+    /// Optional fields may be left out, not null (the contract has no nulls in requests).
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        mode = try container.decode(Mode.self, forKey: .mode)
+        productId = container.contains(.productId) ? try container.decode(Int64.self, forKey: .productId) : nil
+        quantity = container.contains(.quantity) ? try container.decode(Int64.self, forKey: .quantity) : nil
+        branches = container.contains(.branches) ? try container.decode([Branch].self, forKey: .branches) : nil
+    }
+
     /// The branches this request names, checked against the known participants.
     /// A participant may appear more than once, but not twice with the same product (a branch is identified at a
     /// participant by worker_event_id and product_id).
@@ -59,13 +68,16 @@ public struct TransactionRequest: Codable, Sendable, Hashable {
         }
         var seen: Set<String> = []
         for branch in branches {
-            guard participants.contains(branch.participant) else {
-                throw .badRequest("unknown participant '\(branch.participant)': known are \(participants.joined(separator: ", "))")
-            }
             guard branch.productId >= 1 else { throw .badRequest("product_id must be a positive integer") }
             try Limits.validateQuantity(branch.quantity)
+        }
+        // well-formed, but not one this coordinator can run (409: nothing is logged)
+        for branch in branches {
+            guard participants.contains(branch.participant) else {
+                throw ProtocolError(.unknownParticipant, "unknown participant '\(branch.participant)': known are \(participants.joined(separator: ", "))")
+            }
             guard seen.insert("\(branch.participant)/\(branch.productId)").inserted else {
-                throw .badRequest("participant '\(branch.participant)' is named twice with product \(branch.productId)")
+                throw ProtocolError(.duplicateBranch, "participant '\(branch.participant)' is named twice with product \(branch.productId)")
             }
         }
         return branches

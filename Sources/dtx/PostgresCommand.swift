@@ -27,18 +27,23 @@ struct PostgresCommand: AsyncParsableCommand {
         )
         @OptionGroup var location: Location
         @Option(help: "TCP port (default: the last one used in this folder, else a free one).") var port: Int?
+        @Option(help: "max_prepared_transactions (0 turns two-phase commit off, as PostgreSQL's default does).")
+        var maxPreparedTransactions: Int = 200
 
         func run() async throws {
             var logger = Logger(label: "dtx.postgres")
             logger.logLevel = .warning
-            if let trio = try location.trio {
+            if location.servers == 3 {
                 guard port == nil else { throw ValidationError("--port is for one server; three pick free ports") }
+                let trio = try ServerTrio(directory: location.dir) { $0.maxPreparedTransactions = maxPreparedTransactions }
                 try await trio.start(logger: logger)
                 for line in trio.statusLines() { print("PostgreSQL \(line)") }
                 for part in ServerTrio.Part.allCases { print("\(part.database)\t\(try trio.url(part).urlString)") }
                 return
             }
-            let cluster = try EmbeddedPostgres(configuration: .init(directory: location.dir, port: port))
+            var configuration = EmbeddedPostgres.Configuration(directory: location.dir, port: port)
+            configuration.maxPreparedTransactions = maxPreparedTransactions
+            let cluster = try EmbeddedPostgres(configuration: configuration)
             try await cluster.start(logger: logger)
             print("PostgreSQL \(cluster.statusLine())")
             for database in EmbeddedPostgres.serviceDatabases {

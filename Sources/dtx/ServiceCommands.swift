@@ -80,7 +80,7 @@ struct CoordinatorCommand: AsyncParsableCommand {
     @Option(help: "This coordinator's name in the log's lease_owner column, for people (default host:port).") var instanceID: String?
     @Option(help: "The URL participants should ask this coordinator at (default http://HOST:PORT).") var advertiseURL: String?
     @Option(help: "Batch second-phase calls to one participant: the longest a call waits for the batch in flight; 0 turns batching off.")
-    var batchWindow = DurationArgument(.milliseconds(5))
+    var batchWindow = DurationArgument(.milliseconds(1))
     @Option(help: "Most second-phase calls in one batch.") var batchMax: Int = 64
     @Option(help: "Database connections.") var maxConnections: Int = 40
     @OptionGroup var retention: RetentionOptions

@@ -1,5 +1,7 @@
 import DTXPostgres
 import Foundation
+import NIOCore
+import NIOPosix
 import PostgresNIO
 import Testing
 
@@ -109,6 +111,15 @@ struct FoundationTests {
             #expect("\(error)".hasPrefix("cannot use PostgreSQL at postgres://postgres@127.0.0.1:"))
             #expect(!"\(error)".contains("\n"))
         }
+    }
+
+    @Test("a spawned program inherits no descriptor but standard input, output and error: no socket of ours held open by a server we start")
+    func spawnedProgramsInheritNoSockets() async throws {
+        // a listening socket of this process, as SwiftNIO makes them (without close-on-exec)
+        let listener = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton).bind(host: "127.0.0.1", port: 0).get()
+        let listing = try Command.run(["/bin/sh", "-c", "ls /proc/$$/fd"])
+        try await listener.close()
+        #expect(Set(listing.split(separator: "\n")) == ["0", "1", "2"], "the child's descriptors: \(listing)")
     }
 
     @Test("SQL scripts split like psql: quotes, comments, dollar quoting")

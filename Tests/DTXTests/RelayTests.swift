@@ -71,16 +71,23 @@ struct RelayTests {
         // a megabyte in one write: it arrives in many chunks, each delayed, none reordered
         let payload = (0..<1_000_000).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ $0 >> 8) }
         #expect(try await Self.roundTrip(try await Self.connect(port), payload) == payload)
-        // one small message: out and back through the relay, so at least one RTT
-        let start = ContinuousClock.now
-        #expect(try await Self.roundTrip(try await Self.connect(port), [1, 2, 3]) == [1, 2, 3])
-        let elapsed = ContinuousClock.now - start
-        #expect(elapsed >= .milliseconds(40), "\(elapsed)")
-        #expect(elapsed < .milliseconds(40 + 500), "\(elapsed)")
-        // and without the relay it is far faster: the delay is the relay's
-        let direct = ContinuousClock.now
-        _ = try await Self.roundTrip(try await Self.connect(echo.port), [1, 2, 3])
-        #expect(ContinuousClock.now - direct < .milliseconds(40))
+        // one small message: out and back through the relay, so at least one RTT; without the relay it is faster, so
+        // the delay is the relay's. The fastest of five each, so that a loaded machine's stalls do not count
+        func fastest(_ port: Int) async throws -> Duration {
+            var best = Duration.seconds(3600)
+            for _ in 0..<5 {
+                let connection = try await Self.connect(port)
+                let start = ContinuousClock.now
+                #expect(try await Self.roundTrip(connection, [1, 2, 3]) == [1, 2, 3])
+                best = min(best, ContinuousClock.now - start)
+            }
+            return best
+        }
+        let relayed = try await fastest(port)
+        let direct = try await fastest(echo.port)
+        #expect(relayed >= .milliseconds(40), "\(relayed)")
+        #expect(relayed < .milliseconds(40 + 500), "\(relayed)")
+        #expect(direct < relayed, "direct \(direct), relayed \(relayed)")
         await relay.stop()
     }
 

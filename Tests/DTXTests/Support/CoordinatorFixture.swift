@@ -159,14 +159,19 @@ extension ParticipantFixture {
             throw lastError!
         }
 
-        /// Starts again on `port`, retrying while the port is still being released.
+        /// Starts again on `port`, retrying while the port is still being released. If it never is, the error says
+        /// which sockets hold it.
         static func restart(_ name: String, database: DatabaseURL, port: Int) async throws -> Parts {
-            let deadline = ContinuousClock.now + .seconds(10)
+            let deadline = ContinuousClock.now + .seconds(30)
             while true {
                 do {
                     return try await start(name, database: database, port: port)
                 } catch where ContinuousClock.now < deadline {
                     try await Task.sleep(for: .milliseconds(100))
+                } catch {
+                    let holders = (try? Command.status(["ss", "-tanp", "sport = :\(port)"]).1) ?? "(ss failed)"
+                    struct PortStillTaken: Error, CustomStringConvertible { let description: String }
+                    throw PortStillTaken(description: "\(name) could not start again on port \(port): \(error)\n\(holders)")
                 }
             }
         }
