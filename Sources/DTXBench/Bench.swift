@@ -26,6 +26,8 @@ public struct Bench: Sendable {
         public var warmup: Duration = .seconds(2)
         public var repeats = 3
         public var rate: Double?
+        /// `--batch-window` of the coordinator behind the `+batch` rows (nil: its default).
+        public var batchWindow: Duration?
         public var outputDirectory: String
         /// Use these databases instead of three embedded servers.
         public var databases: (a: DatabaseURL, b: DatabaseURL, coordinator: DatabaseURL)?
@@ -82,7 +84,8 @@ public struct Bench: Sendable {
             environment: environment,
             settings: BenchSettings(
                 rttMs: options.rtts.map(\.milliseconds), repeats: options.repeats, durationSeconds: options.duration.inSeconds,
-                warmupSeconds: options.warmup.inSeconds, loop: options.rate == nil ? "closed" : "open", rate: options.rate
+                warmupSeconds: options.warmup.inSeconds, loop: options.rate == nil ? "closed" : "open", rate: options.rate,
+                batchWindowMs: options.batchWindow?.milliseconds
             ),
             scenarios: scenarioResults
         )
@@ -196,6 +199,7 @@ public struct Bench: Sendable {
         configuration.participantArguments = participantArguments
         configuration.coordinatorArguments = (scenario.coordinatorArguments ?? []) + ["--max-connections", "64"]
         configuration.unbatchedCoordinator = modes.contains { $0.protocolMode != nil && !$0.batched }
+        configuration.batchWindow = options.batchWindow
         // no relay at 0 ms, unless a partition needs one (it then adds no delay)
         configuration.rtt = rtt > .zero || scenario.partition != nil ? rtt : nil
         let stack = Stack(configuration: configuration)

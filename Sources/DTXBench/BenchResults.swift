@@ -54,8 +54,14 @@ public struct BenchSettings: Codable, Sendable {
     public var loop: String
     /// Open loop only: the target arrival rate, requests per second.
     public var rate: Double?
+    /// The `+batch` rows' `--batch-window` (milliseconds), when the bench was given one; else the coordinator's default.
+    public var batchWindowMs: Double?
 
-    public init(rttMs: [Double]? = nil, repeats: Int, durationSeconds: Double, warmupSeconds: Double, loop: String, rate: Double?) {
+    public init(
+        rttMs: [Double]? = nil, repeats: Int, durationSeconds: Double, warmupSeconds: Double, loop: String, rate: Double?,
+        batchWindowMs: Double? = nil
+    ) {
+        self.batchWindowMs = batchWindowMs
         self.rttMs = rttMs
         self.repeats = repeats
         self.durationSeconds = durationSeconds

@@ -141,6 +141,7 @@ public struct Demo: Sendable {
             for name in Stack.participantNames + [Stack.coordinatorName] {
                 print("    \(pad(name, 12)) \(await stack.url(name))   (pid \(await stack.processes[name]!.pid))")
             }
+            print("    the status page: \(coordinator)/")
             print("    e.g. \(options.executable) run --mode tcc --product-id 1 --quantity 1 --coordinator \(coordinator)")
             print("    databases: \(urls.a.urlString)  \(urls.b.urlString)  \(urls.coordinator.urlString)")
             await stack.detach()

@@ -33,6 +33,8 @@ public actor Stack {
         public var keepRunning = false
         /// Also run a coordinator with batching off (`coordinator-unbatched`), for the canonical protocol's rows.
         public var unbatchedCoordinator = false
+        /// The batched coordinator's `--batch-window` (nil: its default).
+        public var batchWindow: Duration?
         /// Put every connection between two parts through a relay with this round-trip time (nil: no relay). Zero
         /// starts a relay that adds no delay, for partitions.
         public var rtt: Duration?
@@ -191,7 +193,11 @@ public actor Stack {
                 arguments += ["--participant", "\(participant)=\(relayed(Link.coordinatorTo(participant)) ?? url(participant))"]
             }
             if let toCoordinator = relayed(Link.toCoordinator) { arguments += ["--advertise-url", toCoordinator] }
-            if name == Self.unbatchedCoordinatorName { arguments += ["--batch-window", "0"] }
+            if name == Self.unbatchedCoordinatorName {
+                arguments += ["--batch-window", "0"]
+            } else if let window = configuration.batchWindow {
+                arguments += ["--batch-window", "\(window.milliseconds)ms"]
+            }
             arguments += configuration.coordinatorArguments
         } else {
             let own = name == "ServiceA" ? configuration.serviceA : configuration.serviceB

@@ -22,6 +22,7 @@ struct BenchCommand: AsyncParsableCommand {
     @Option(help: "Warm-up per run (not measured).") var warmup = DurationArgument(.seconds(2))
     @Option(name: .customLong("repeat"), help: "Repetitions per cell (reported as median with min-max).") var repeats: Int = 3
     @Option(help: "Open loop at this many requests per second (default: closed loop).") var rate: Double?
+    @Option(help: "The +batch rows' coordinator --batch-window (default: the coordinator's default).") var batchWindow: DurationArgument?
     @Option(help: "Where results.json, report.md and report.html go.") var out: String = "bench-out"
     @Option(help: "ServiceA's database (default: a throwaway embedded cluster).") var databaseUrlA: String?
     @Option(help: "ServiceB's database.") var databaseUrlB: String?
@@ -48,6 +49,10 @@ struct BenchCommand: AsyncParsableCommand {
         guard repeats >= 1 else { throw ValidationError("--repeat must be at least 1") }
         options.repeats = repeats
         options.rate = rate
+        options.batchWindow = batchWindow?.duration
+        if let window = batchWindow?.duration, window <= .zero || window > .seconds(1) {
+            throw ValidationError("--batch-window must be above 0 and at most 1s (the canonical rows run unbatched already)")
+        }
         if let a = databaseUrlA, let b = databaseUrlB, let c = databaseUrlCoordinator {
             options.databases = (try DatabaseURL(a), try DatabaseURL(b), try DatabaseURL(c))
         } else if databaseUrlA != nil || databaseUrlB != nil || databaseUrlCoordinator != nil {

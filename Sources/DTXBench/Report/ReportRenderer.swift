@@ -134,6 +134,7 @@ public enum ReportRenderer {
         if let rate = settings.rate {
             rows.append(["Arrival rate", ReportFormat.throughput(rate) + " requests/s"])
         }
+        rows.append(["Batch window (`+batch` rows)", settings.batchWindowMs.map { ReportFormat.ms($0) + " ms" } ?? "the coordinator's default"])
         return rows
     }
 
