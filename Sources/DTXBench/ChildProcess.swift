@@ -20,33 +20,28 @@ public struct ChildProcess: Sendable {
     /// Starts `executable` with `arguments`, standard output and error appended to `logPath`. `controlled` gives it
     /// a pipe as standard input, for `send`; otherwise standard input is /dev/null.
     public static func spawn(name: String, executable: String, arguments: [String], logPath: String, controlled: Bool = false) throws -> ChildProcess {
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
         var pipeEnds: [Int32] = [-1, -1]
         if controlled {
             // close-on-exec on both ends: the child gets the read end as its standard input only, no other child gets either
             guard pipe(&pipeEnds) == 0 else { throw LaunchError("could not make a pipe for \(name): errno \(errno)") }
             _ = fcntl(pipeEnds[0], F_SETFD, FD_CLOEXEC)
             _ = fcntl(pipeEnds[1], F_SETFD, FD_CLOEXEC)
-            posix_spawn_file_actions_adddup2(&actions, pipeEnds[0], 0)
-        } else {
-            posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
         }
         defer { if controlled { close(pipeEnds[0]) } }
-        posix_spawn_file_actions_addopen(&actions, 1, logPath, O_WRONLY | O_CREAT | O_APPEND, 0o644)
-        posix_spawn_file_actions_adddup2(&actions, 1, 2)
-        Command.closeInheritedDescriptors(&actions)
-        let argv: [UnsafeMutablePointer<CChar>?] = ([executable] + arguments).map { strdup($0) } + [nil]
-        defer { argv.forEach { free($0) } }
-        let environment = ProcessInfo.processInfo.environment.map { "\($0.key)=\($0.value)" }
-        let envp: [UnsafeMutablePointer<CChar>?] = environment.map { strdup($0) } + [nil]
-        defer { envp.forEach { free($0) } }
-        var pid: pid_t = 0
-        let result = posix_spawn(&pid, executable, &actions, nil, argv, envp)
-        guard result == 0 else {
+        let pid: pid_t
+        do {
+            pid = try Command.spawn(executable, arguments: arguments) { actions in
+                if controlled {
+                    posix_spawn_file_actions_adddup2(&actions, pipeEnds[0], 0)
+                } else {
+                    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+                }
+                posix_spawn_file_actions_addopen(&actions, 1, logPath, O_WRONLY | O_CREAT | O_APPEND, 0o644)
+                posix_spawn_file_actions_adddup2(&actions, 1, 2)
+            }
+        } catch {
             if controlled { close(pipeEnds[1]) }
-            throw LaunchError("could not start \(name) (\(executable)): \(String(cString: strerror(result)))")
+            throw LaunchError("could not start \(name) (\(executable)): \(error)")
         }
         return ChildProcess(name: name, pid: pid, logPath: logPath, control: controlled ? pipeEnds[1] : nil)
     }

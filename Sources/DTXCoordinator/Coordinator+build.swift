@@ -45,7 +45,8 @@ public func buildCoordinator(
     let machines = ModeMachines(xaConcurrentPrepare: configuration.xaConcurrentPrepare)
     let log = TransactionLog(
         client: postgres, owner: instanceID, holder: holderLock.holder, lease: timing.leaseDuration,
-        ids: IdAllocator(client: postgres, logger: logger), machines: machines, globalTimeout: timing.globalTimeout,
+        ids: IdAllocator(client: postgres, callTimeout: timing.databaseTimeout, logger: logger), machines: machines,
+        globalTimeout: timing.globalTimeout, callTimeout: timing.databaseTimeout,
         batching: configuration.batchWindow > .zero ? (configuration.batchWindow, configuration.batchMaxItems) : nil, logger: logger
     )
     let client = ServiceClient(configuration: .init(token: configuration.token))

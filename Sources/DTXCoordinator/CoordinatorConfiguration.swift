@@ -31,6 +31,9 @@ public struct CoordinatorConfiguration: Sendable {
         /// How long `POST /v1/transactions` keeps driving the second phase before it answers 202 and leaves the rest
         /// to the recovery loop.
         public var responseWait: Duration = .seconds(10)
+        /// One call to the log's database is given up after this (a lost call never ends otherwise, see
+        /// `withDeadline`); the write then counts as failed, which the lease epoch makes safe.
+        public var databaseTimeout: Duration = .seconds(10)
         public init() {}
     }
 

@@ -35,8 +35,11 @@ public struct HolderLock: Service {
         }
     }
 
+    /// Bounded (see `withDeadline`): a lost call would otherwise keep the lock from ever being taken again.
     static func lock(_ connection: PostgresConnection, holder: Int64, logger: Logger) async throws {
-        try await connection.query("SELECT pg_advisory_lock(dtx_holder_lock_namespace(), \(Int32(truncatingIfNeeded: holder)))", logger: logger)
+        try await withDeadline(.seconds(10)) {
+            _ = try await connection.query("SELECT pg_advisory_lock(dtx_holder_lock_namespace(), \(Int32(truncatingIfNeeded: holder)))", logger: logger)
+        }
     }
 
     public func run() async throws {

@@ -1,3 +1,4 @@
+import DTXPostgres
 import Logging
 import PostgresNIO
 
@@ -12,6 +13,7 @@ actor IdAllocator {
     let client: PostgresClient
     let blockSize: Int
     let lifetime: Duration
+    let callTimeout: Duration
     let logger: Logger
     private var next: Int64 = 0
     private var end: Int64 = 0
@@ -20,10 +22,11 @@ actor IdAllocator {
     private var refill: (generation: Int, task: Task<(first: Int64, at: ContinuousClock.Instant), any Error>)?
     private var generations = 0
 
-    init(client: PostgresClient, blockSize: Int = 100, lifetime: Duration = .seconds(10), logger: Logger) {
+    init(client: PostgresClient, blockSize: Int = 100, lifetime: Duration = .seconds(10), callTimeout: Duration = .seconds(10), logger: Logger) {
         self.client = client
         self.blockSize = blockSize
         self.lifetime = lifetime
+        self.callTimeout = callTimeout
         self.logger = logger
     }
 
@@ -50,12 +53,15 @@ actor IdAllocator {
 
     private func startRefill() -> (generation: Int, task: Task<(first: Int64, at: ContinuousClock.Instant), any Error>) {
         generations += 1
-        let task = Task { [client, blockSize, logger] in
+        let task = Task { [client, blockSize, callTimeout, logger] in
             let start = ContinuousClock.now
-            for try await first in try await client.query("SELECT dtx_allocate_ids(\(blockSize))", logger: logger).decode(Int64.self) {
-                return (first: first, at: start)
+            let first = try await withDeadline(callTimeout) {
+                for try await first in try await client.query("SELECT dtx_allocate_ids(\(blockSize))", logger: logger).decode(Int64.self) {
+                    return first
+                }
+                throw CoordinatorError.logWriteFailed("dtx_allocate_ids returned no row")
             }
-            throw CoordinatorError.logWriteFailed("dtx_allocate_ids returned no row")
+            return (first: first, at: start)
         }
         refill = (generations, task)
         return refill!

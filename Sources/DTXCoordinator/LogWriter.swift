@@ -1,3 +1,4 @@
+import DTXPostgres
 import DTXProtocol
 import Foundation
 import Logging
@@ -11,10 +12,11 @@ struct LogWriter: Sendable {
     let holder: Int64
     let lease: Duration
     let globalTimeout: Duration
+    let callTimeout: Duration
     let logger: Logger
 
     func begin(_ items: [BeginStatement.Item]) async -> [Result<BeginStatement.Row, any Error>] {
-        await each(items.count) {
+        await each(items.count) { [self] in
             var rows: [BeginStatement.Row] = []
             let statement = BeginStatement(
                 items: items, timeoutSeconds: globalTimeout.inSeconds, owner: owner, holder: holder, leaseSeconds: lease.inSeconds
@@ -25,7 +27,7 @@ struct LogWriter: Sendable {
     }
 
     func record(_ items: [RecordStatement.Item], durable: Bool) async -> [Result<Bool, any Error>] {
-        await each(items.count) {
+        await each(items.count) { [self] in
             var written: [Bool] = []
             let statement = RecordStatement(items: items, leaseSeconds: lease.inSeconds, durable: durable)
             for try await (_, ok) in try await client.execute(statement, logger: logger) { written.append(ok) }
@@ -33,10 +35,11 @@ struct LogWriter: Sendable {
         }
     }
 
-    /// One result per item: the statement's rows, or its error for every item.
-    private func each<Row: Sendable>(_ count: Int, _ body: () async throws -> [Row]) async -> [Result<Row, any Error>] {
+    /// One result per item: the statement's rows, or its error for every item (also when it does not end within
+    /// `callTimeout`).
+    private func each<Row: Sendable>(_ count: Int, _ body: @escaping @Sendable () async throws -> [Row]) async -> [Result<Row, any Error>] {
         do {
-            let rows = try await body()
+            let rows = try await withDeadline(callTimeout, body)
             guard rows.count == count else { throw CoordinatorError.logWriteFailed("\(rows.count) rows for \(count) items") }
             return rows.map { .success($0) }
         } catch {

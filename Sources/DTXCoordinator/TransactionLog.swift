@@ -27,7 +27,8 @@ public struct TransactionLog: Sendable {
 
     init(
         client: PostgresClient, owner: String, holder: Int64, lease: Duration, ids: IdAllocator, machines: ModeMachines,
-        globalTimeout: Duration = .seconds(10), batching: (window: Duration, maxItems: Int)? = nil, logger: Logger
+        globalTimeout: Duration = .seconds(10), callTimeout: Duration = .seconds(10), batching: (window: Duration, maxItems: Int)? = nil,
+        logger: Logger
     ) {
         self.client = client
         self.owner = owner
@@ -37,7 +38,10 @@ public struct TransactionLog: Sendable {
         self.machines = machines
         self.logger = logger
         self.batching = batching
-        let writer = LogWriter(client: client, owner: owner, holder: holder, lease: lease, globalTimeout: globalTimeout, logger: logger)
+        self.callTimeout = callTimeout
+        let writer = LogWriter(
+            client: client, owner: owner, holder: holder, lease: lease, globalTimeout: globalTimeout, callTimeout: callTimeout, logger: logger
+        )
         self.writer = writer
         if let batching {
             begins = Batcher(window: batching.window, maxItems: batching.maxItems) { _, items in await writer.begin(items) }
@@ -49,6 +53,13 @@ public struct TransactionLog: Sendable {
     }
 
     private let writer: LogWriter
+    /// A bound on every call to the log's database (see `withDeadline`).
+    let callTimeout: Duration
+
+    /// `body` within `callTimeout`: a call PostgresNIO lost fails instead of hanging its driver or the recovery loop.
+    private func bounded<T: Sendable>(_ body: @escaping @Sendable () async throws -> T) async throws -> T {
+        try await withDeadline(callTimeout, body)
+    }
 
     /// This driver no longer holds the transaction: another driver claimed it, or its lease ran out.
     public struct LeaseLost: Error, CustomStringConvertible {
@@ -99,17 +110,22 @@ public struct TransactionLog: Sendable {
     /// Gives the transaction back to the recovery loop, to be tried again after `delay`.
     func postpone(_ transaction: GlobalTransaction, delay: Duration) async throws {
         let branchesJSON = String(decoding: try WireJSON.encoder().encode(transaction.branches), as: UTF8.self)
-        try await client.query(
+        let (client, logger) = (self.client, self.logger)
+        try await bounded { _ = try await client.query(
             """
             SELECT dtx_postpone(\(transaction.id), \(transaction.epoch), \(transaction.phase), \(branchesJSON)::jsonb, \(delay.inSeconds))
             """,
             logger: logger
-        )
+        ) }
     }
 
     /// Claims up to `limit` open transactions that are due and held by nobody alive (or whose lease ended), each with a
     /// new epoch. `FOR UPDATE SKIP LOCKED` keeps two coordinators from claiming the same row at once.
     func claim(limit: Int) async throws -> [GlobalTransaction] {
+        try await bounded { try await self.claimNow(limit: limit) }
+    }
+
+    private func claimNow(limit: Int) async throws -> [GlobalTransaction] {
         let rows = try await client.query(
             """
             SELECT id, status, mode, phase, error_message, branches, deadline_at, attempts, created_at, lease_epoch
@@ -143,6 +159,10 @@ public struct TransactionLog: Sendable {
     // MARK: Reads
 
     public func view(id: Int64) async throws -> TransactionView? {
+        try await bounded { try await self.viewNow(id: id) }
+    }
+
+    private func viewNow(id: Int64) async throws -> TransactionView? {
         let rows = try await client.query("SELECT \(unescaped: Self.viewColumns) FROM worker_events WHERE id = \(id)", logger: logger)
         return try await decodeViews(rows).first
     }
@@ -151,6 +171,10 @@ public struct TransactionLog: Sendable {
     /// highest id retention deleted): a transaction it has no row for then never began, or its first record was lost
     /// in a crash of this database (presumed abort).
     public func mayHaveIssued(id: Int64) async throws -> Bool {
+        try await bounded { try await self.mayHaveIssuedNow(id: id) }
+    }
+
+    private func mayHaveIssuedNow(id: Int64) async throws -> Bool {
         let rows = try await client.query("SELECT next_id, pruned_through FROM worker_event_ids", logger: logger)
         for try await (next, pruned) in rows.decode((Int64, Int64).self) {
             return id < next && id > pruned
@@ -160,6 +184,10 @@ public struct TransactionLog: Sendable {
 
     /// How many transactions are open (not final yet).
     public func openCount() async throws -> Int64 {
+        try await bounded { try await self.openCountNow() }
+    }
+
+    private func openCountNow() async throws -> Int64 {
         for try await count in try await client.query("SELECT count(*) FROM worker_events WHERE open", logger: logger).decode(Int64.self) {
             return count
         }
@@ -168,6 +196,10 @@ public struct TransactionLog: Sendable {
 
     /// A page of transactions, newest first, with the cursor of the next page (nil on the last).
     public func list(status: GlobalStatus?, mode: Mode?, limit: Int, cursor: Int64?) async throws -> TransactionList {
+        try await bounded { try await self.listNow(status: status, mode: mode, limit: limit, cursor: cursor) }
+    }
+
+    private func listNow(status: GlobalStatus?, mode: Mode?, limit: Int, cursor: Int64?) async throws -> TransactionList {
         var conditions: [String] = []
         var bindings = PostgresBindings()
         if let status {

@@ -1,3 +1,4 @@
+import DTXPostgres
 import DTXProtocol
 import Hummingbird
 

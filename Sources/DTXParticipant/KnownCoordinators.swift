@@ -1,3 +1,4 @@
+import DTXPostgres
 import DTXProtocol
 import Logging
 import PostgresNIO
@@ -13,6 +14,8 @@ public final class KnownCoordinators: Sendable {
     let logger: Logger
     /// URLs already written to the table by this process: one write per new URL, not one per call.
     private let recorded = Mutex<Set<String>>([])
+    /// A bound on each of its database calls (see `withDeadline`).
+    static let callTimeout: Duration = .seconds(5)
 
     init(client: PostgresClient, configured: String?, logger: Logger) {
         self.client = client
@@ -24,9 +27,11 @@ public final class KnownCoordinators: Sendable {
     func note(_ url: String) async {
         guard recorded.withLock({ $0.insert(url).inserted }) else { return }
         do {
-            try await client.query(
-                "INSERT INTO coordinators (url) VALUES (\(url)) ON CONFLICT (url) DO UPDATE SET last_seen_at = now()", logger: logger
-            )
+            try await withDeadline(Self.callTimeout) { [client, logger] in
+                try await client.query(
+                    "INSERT INTO coordinators (url) VALUES (\(url)) ON CONFLICT (url) DO UPDATE SET last_seen_at = now()", logger: logger
+                )
+            }
         } catch {
             recorded.withLock { _ = $0.remove(url) }
             logger.warning("could not record a coordinator's URL", metadata: ["dtx.url": "\(url)", "dtx.error": "\(error)"])
@@ -38,12 +43,16 @@ public final class KnownCoordinators: Sendable {
     func candidates(for stored: String?) async -> [String] {
         var urls: [String] = []
         for url in [stored, configured].compactMap({ $0 }) where !urls.contains(url) { urls.append(url) }
-        if let rows = try? await client.query("SELECT url FROM coordinators ORDER BY last_seen_at DESC LIMIT 10", logger: logger) {
-            do {
-                for try await url in rows.decode(String.self) where !urls.contains(url) { urls.append(url) }
-            } catch {
-                logger.warning("could not read the known coordinators", metadata: ["dtx.error": "\(error)"])
+        do {
+            let known = try await withDeadline(Self.callTimeout) { [client, logger] in
+                var known: [String] = []
+                for try await url in try await client.query("SELECT url FROM coordinators ORDER BY last_seen_at DESC LIMIT 10", logger: logger)
+                    .decode(String.self) { known.append(url) }
+                return known
             }
+            for url in known where !urls.contains(url) { urls.append(url) }
+        } catch {
+            logger.warning("could not read the known coordinators", metadata: ["dtx.error": "\(error)"])
         }
         return urls
     }

@@ -65,7 +65,7 @@ public func buildParticipant(
     )
     let ledger = StockLedger(
         client: postgres, service: configuration.name, databaseOID: databaseOID, lockTimeout: configuration.lockTimeout,
-        xaEnabled: xaEnabled, logger: logger
+        operationTimeout: configuration.operationTimeout, xaEnabled: xaEnabled, logger: logger
     )
     let coordinators = KnownCoordinators(client: postgres, configured: configuration.coordinatorURL.flatMap(CoordinatorHeader.validated), logger: logger)
     let client = ServiceClient(configuration: .init(token: configuration.token))
@@ -85,8 +85,7 @@ public func buildParticipant(
     if let token = configuration.token { router.add(middleware: BearerTokenMiddleware(token: token)) }
 
     let routes = ParticipantRoutes(
-        service: configuration.name, ledger: ledger, coordinators: coordinators, faults: configuration.faults,
-        operationTimeout: configuration.operationTimeout, registry: registry
+        service: configuration.name, ledger: ledger, coordinators: coordinators, faults: configuration.faults, registry: registry
     )
     routes.add(to: router)
     router.addMetricsRoute(registry)
@@ -117,7 +116,6 @@ struct ParticipantRoutes: Sendable {
     let ledger: StockLedger
     let coordinators: KnownCoordinators
     let faults: FaultInjection
-    let operationTimeout: Duration
     let registry: PrometheusCollectorRegistry
 
     func add(to router: Router<DTXRequestContext>) {
@@ -165,7 +163,7 @@ struct ParticipantRoutes: Sendable {
         try await injectFaultsBefore(op)
         let start = ContinuousClock.now
         do {
-            let result = try await withOperationTimeout { try await ledger.perform(op, branch, coordinator: coordinator) }
+            let result = try await ledger.perform(op, branch, coordinator: coordinator)
             registry.latencyHistogram("dtx_branch_duration_seconds", [("mode", op.mode.rawValue), ("op", op.rawValue)])
                 .record(ContinuousClock.now - start)
             self.count(op, outcome: result.effect.rawValue)
@@ -197,7 +195,7 @@ struct ParticipantRoutes: Sendable {
         try await injectFaultsBefore(op)
         let start = ContinuousClock.now
         let validRequests = valid.map(\.1)
-        let done = try await withOperationTimeout { await ledger.performBatch(op, validRequests) }
+        let done = try await ledger.bounded { await ledger.performBatch(op, validRequests) }
         registry.latencyHistogram("dtx_branch_batch_duration_seconds", [("mode", op.mode.rawValue), ("op", op.rawValue)])
             .record(ContinuousClock.now - start)
         registry.counter("dtx_branch_batches_total", [("mode", op.mode.rawValue), ("op", op.rawValue)]).increment()
@@ -212,16 +210,6 @@ struct ParticipantRoutes: Sendable {
         }
         try injectFaultsAfter(op)
         return try .wire(items.map { $0! })
-    }
-
-    /// A branch operation that takes longer than `operationTimeout` (the database is down, say) is answered 503; it
-    /// may still finish later, which the barrier makes harmless.
-    private func withOperationTimeout<T: Sendable>(_ body: @escaping @Sendable () async throws -> T) async throws -> T {
-        do {
-            return try await withDeadline(operationTimeout, body)
-        } catch is DeadlineExceeded {
-            throw ProtocolError(.databaseUnavailable, "the database did not answer within \(operationTimeout): retry")
-        }
     }
 
     private func injectFaultsBefore(_ op: BranchOperation) async throws {

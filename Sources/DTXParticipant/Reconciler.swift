@@ -169,6 +169,10 @@ public struct Reconciler: Service {
     }
 
     private func rows(status: RowStatus, olderThan: Duration, after: (Date, Int64)?) async throws -> [Row] {
+        try await ledger.bounded { try await self.rowsNow(status: status, olderThan: olderThan, after: after) }
+    }
+
+    private func rowsNow(status: RowStatus, olderThan: Duration, after: (Date, Int64)?) async throws -> [Row] {
         let cursorTime = after?.0 ?? Date.distantPast
         let cursorID = after?.1 ?? 0
         let rows = try await ledger.client.query(

@@ -101,6 +101,10 @@ extension StockLedger {
 
     /// This service's prepared transactions older than `olderThan`, oldest first, as (worker_event_id, product_id).
     func inDoubt(olderThan: Duration) async throws -> [BranchRequest] {
+        try await bounded { try await self.inDoubtNow(olderThan: olderThan) }
+    }
+
+    private func inDoubtNow(olderThan: Duration) async throws -> [BranchRequest] {
         let rows = try await client.query(
             """
             SELECT gid FROM pg_prepared_xacts

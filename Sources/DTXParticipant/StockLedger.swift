@@ -19,23 +19,44 @@ public struct StockLedger: Sendable {
     /// The database's OID: part of XA gids, which are unique per server, not per database.
     let databaseOID: Int64
     let lockTimeout: Duration
+    /// How long one operation may take in the database before it is given up (503); see `withDeadline`.
+    let operationTimeout: Duration
     /// False when the server has max_prepared_transactions = 0: prepares are refused (409 xa_unavailable).
     let xaEnabled: Bool
     let logger: Logger
 
-    public init(client: PostgresClient, service: String, databaseOID: Int64, lockTimeout: Duration, xaEnabled: Bool, logger: Logger) {
+    public init(
+        client: PostgresClient, service: String, databaseOID: Int64, lockTimeout: Duration, operationTimeout: Duration = .seconds(5),
+        xaEnabled: Bool, logger: Logger
+    ) {
         self.client = client
         self.service = service
         self.databaseOID = databaseOID
         self.lockTimeout = lockTimeout
+        self.operationTimeout = operationTimeout
         self.xaEnabled = xaEnabled
         self.logger = logger
     }
 
     var lockTimeoutMilliseconds: Int32 { Int32(clamping: max(lockTimeout.inMilliseconds, 1)) }
 
-    /// Runs one branch operation. `coordinator` is the calling coordinator's URL, stored with a new branch.
+    /// Runs one branch operation. `coordinator` is the calling coordinator's URL, stored with a new branch. Gives up
+    /// after `operationTimeout` (503 database_unavailable): the operation may still land later, which the barrier makes
+    /// harmless.
     public func perform(_ op: BranchOperation, _ request: BranchRequest, coordinator: String? = nil) async throws -> BranchResponse {
+        try await bounded { try await self.performNow(op, request, coordinator: coordinator) }
+    }
+
+    /// `body` within `operationTimeout`, else 503 database_unavailable.
+    func bounded<T: Sendable>(_ body: @escaping @Sendable () async throws -> T) async throws -> T {
+        do {
+            return try await withDeadline(operationTimeout, body)
+        } catch is DeadlineExceeded {
+            throw ProtocolError(.databaseUnavailable, "the database did not answer within \(operationTimeout): retry")
+        }
+    }
+
+    private func performNow(_ op: BranchOperation, _ request: BranchRequest, coordinator: String?) async throws -> BranchResponse {
         do {
             switch op {
             case .tccTry, .sagaReserve:
@@ -220,6 +241,10 @@ public struct StockLedger: Sendable {
     // MARK: Reads
 
     public func product(id: Int64) async throws -> Product? {
+        try await bounded { try await self.productNow(id: id) }
+    }
+
+    private func productNow(id: Int64) async throws -> Product? {
         for try await (id, name, stock) in try await client.query("SELECT id, name, stock FROM products WHERE id = \(id)", logger: logger)
             .decode((Int64, String, Int64).self)
         {
@@ -229,6 +254,10 @@ public struct StockLedger: Sendable {
     }
 
     public func branchStatus(workerEventId: Int64, productId: Int64) async throws -> BranchStatus {
+        try await bounded { try await self.branchStatusNow(workerEventId: workerEventId, productId: productId) }
+    }
+
+    private func branchStatusNow(workerEventId: Int64, productId: Int64) async throws -> BranchStatus {
         let rows = try await client.query(
             "SELECT status, quantity FROM transactions WHERE worker_event_id = \(workerEventId) AND product_id = \(productId)",
             logger: logger

@@ -37,24 +37,15 @@ public enum Command {
         let outputPath = NSTemporaryDirectory() + "dtx-command-\(UUID().uuidString).out"
         defer { try? FileManager.default.removeItem(atPath: outputPath) }
 
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-        posix_spawn_file_actions_addopen(&actions, 1, outputPath, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
-        posix_spawn_file_actions_adddup2(&actions, 1, 2)
-        closeInheritedDescriptors(&actions)
-
-        let argv: [UnsafeMutablePointer<CChar>?] = ([path] + arguments.dropFirst()).map { strdup($0) } + [nil]
-        defer { argv.forEach { free($0) } }
-        let environmentList = (environment ?? ProcessInfo.processInfo.environment).map { "\($0.key)=\($0.value)" }
-        let envp: [UnsafeMutablePointer<CChar>?] = environmentList.map { strdup($0) } + [nil]
-        defer { envp.forEach { free($0) } }
-
-        var pid: pid_t = 0
-        let spawned = posix_spawn(&pid, path, &actions, nil, argv, envp)
-        guard spawned == 0 else {
-            throw Failure(command: arguments, status: 127, output: "could not start \(path): \(String(cString: strerror(spawned)))")
+        let pid: pid_t
+        do {
+            pid = try spawn(path, arguments: Array(arguments.dropFirst()), environment: environment) { actions in
+                posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+                posix_spawn_file_actions_addopen(&actions, 1, outputPath, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+                posix_spawn_file_actions_adddup2(&actions, 1, 2)
+            }
+        } catch let error as SpawnError {
+            throw Failure(command: arguments, status: 127, output: error.description)
         }
         var status: Int32 = 0
         while waitpid(pid, &status, 0) == -1 && errno == EINTR {}
@@ -63,18 +54,55 @@ public enum Command {
         return (exitStatus, String(decoding: data, as: UTF8.self))
     }
 
-    /// Adds to `actions`: the child closes every descriptor above standard error before it starts. SwiftNIO opens
-    /// its sockets without close-on-exec, so a child would otherwise inherit this process's listening and connected
-    /// sockets and keep them for its lifetime: a PostgreSQL server started by pg_ctl would hold a port this process
-    /// closed long ago, and a connection this process closed would stay open.
-    /// (glibc 2.34 and later; on an older one the child inherits them as before.)
-    public static func closeInheritedDescriptors(_ actions: inout posix_spawn_file_actions_t) {
+    public struct SpawnError: Error, CustomStringConvertible, Sendable {
+        public var description: String
+    }
+
+    /// Starts the program at `path` (not looked up) with `arguments` (argv[0] is the path), the file actions
+    /// `configure` adds (standard input, output and error), and a clean slate otherwise; returns its pid, to be waited
+    /// for with waitpid. A clean slate, because the calling thread may be one of SwiftNIO's or of Swift concurrency's:
+    /// - every descriptor above standard error is closed in the child. SwiftNIO opens its sockets without
+    ///   close-on-exec, so a child would otherwise keep this process's listening and connected sockets for its
+    ///   lifetime: a PostgreSQL server started by pg_ctl held a port this process had closed long ago;
+    /// - no signal is blocked and every signal has its default action. The child inherits the calling thread's signal
+    ///   mask, and these threads block nearly every signal: pgbench, whose -T ends on SIGALRM, never ended.
+    public static func spawn(
+        _ path: String, arguments: [String], environment: [String: String]? = nil,
+        configure: (inout posix_spawn_file_actions_t) -> Void
+    ) throws -> pid_t {
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        configure(&actions)
         #if os(Linux)
-        // glibc declares it only for _GNU_SOURCE, which Swift's Glibc module does not define: look it up by name
+        // glibc (2.34 on) declares it only for _GNU_SOURCE, which Swift's Glibc module does not define: by name
         typealias AddCloseFrom = @convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32
-        guard let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "posix_spawn_file_actions_addclosefrom_np") else { return }
-        _ = unsafeBitCast(symbol, to: AddCloseFrom.self)(&actions, 3)
+        if let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "posix_spawn_file_actions_addclosefrom_np") {
+            _ = unsafeBitCast(symbol, to: AddCloseFrom.self)(&actions, 3)
+        }
         #endif
+
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        var none = sigset_t()
+        sigemptyset(&none)
+        var all = sigset_t()
+        sigfillset(&all)
+        posix_spawnattr_setsigmask(&attributes, &none)
+        posix_spawnattr_setsigdefault(&attributes, &all)
+        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
+
+        let argv: [UnsafeMutablePointer<CChar>?] = ([path] + arguments).map { strdup($0) } + [nil]
+        defer { argv.forEach { free($0) } }
+        let environmentList = (environment ?? ProcessInfo.processInfo.environment).map { "\($0.key)=\($0.value)" }
+        let envp: [UnsafeMutablePointer<CChar>?] = environmentList.map { strdup($0) } + [nil]
+        defer { envp.forEach { free($0) } }
+
+        var pid: pid_t = 0
+        let spawned = posix_spawn(&pid, path, &actions, &attributes, argv, envp)
+        guard spawned == 0 else { throw SpawnError(description: "could not start \(path): \(String(cString: strerror(spawned)))") }
+        return pid
     }
 
     /// The full path of a program: `name` itself when it has a slash, else the first match on PATH.

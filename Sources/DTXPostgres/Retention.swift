@@ -14,6 +14,8 @@ public struct Retention: Sendable {
         public var interval: Duration = .seconds(60)
         /// Branches (or log rows) per statement.
         public var batch: Int = 1000
+        /// A pass that takes longer is given up (the next one goes on where it stopped: every batch commits).
+        public var passTimeout: Duration = .seconds(600)
         public init() {}
     }
 
@@ -103,7 +105,10 @@ public struct RetentionJob: Service {
             while !Task.isCancelled {
                 try await Task.sleep(for: retention.configuration.interval)
                 do {
-                    let pass = try await client.withConnection { try await retention.prune($0) }
+                    // bounded: a pass that hung on a lost database call would end retention for good (see withDeadline)
+                    let pass = try await withDeadline(retention.configuration.passTimeout) { [client, retention] in
+                        try await client.withConnection { try await retention.prune($0) }
+                    }
                     onPass(pass)
                     if pass.pruned.values.contains(where: { $0 > 0 }) {
                         logger.info("retention pruned rows", metadata: ["dtx.pruned": "\(pass.pruned)"])

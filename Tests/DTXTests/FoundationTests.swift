@@ -113,13 +113,34 @@ struct FoundationTests {
         }
     }
 
-    @Test("a spawned program inherits no descriptor but standard input, output and error: no socket of ours held open by a server we start")
-    func spawnedProgramsInheritNoSockets() async throws {
+    @Test("withDeadline: a call that never ends (as PostgresNIO's lost query) fails at the deadline; one that ends is answered")
+    func deadlineEndsLostCalls() async throws {
+        // a future nobody completes: what PostgresNIO 1.33 leaves a query with when its connection closed a moment earlier
+        let lost = MultiThreadedEventLoopGroup.singleton.any().makePromise(of: Int.self)
+        let start = ContinuousClock.now
+        await #expect(throws: DeadlineExceeded.self) { try await withDeadline(.milliseconds(200)) { try await lost.futureResult.get() } }
+        #expect(ContinuousClock.now - start >= .milliseconds(200))
+        #expect(try await withDeadline(.seconds(30)) { 42 } == 42)
+        lost.succeed(0)  // (a promise must not be left uncompleted)
+    }
+
+    @Test("a spawned program inherits no descriptor but standard input, output and error, and no blocked or ignored signal")
+    func spawnedProgramsStartClean() async throws {
         // a listening socket of this process, as SwiftNIO makes them (without close-on-exec)
         let listener = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton).bind(host: "127.0.0.1", port: 0).get()
-        let listing = try Command.run(["/bin/sh", "-c", "ls /proc/$$/fd"])
+        // spawned from a thread of NIO's, which blocks nearly every signal (pgbench's -T never ended from one)
+        let listing = try await listener.eventLoop.submit {
+            // (the shell's descriptors, then its own mask read by the program it becomes: dash blocks every signal while it
+            // waits for a child, so a child reading the shell's mask would see that, not what the shell inherited)
+            try Command.run(["/bin/sh", "-c", "ls /proc/$$/fd; exec grep -E '^Sig(Blk|Ign)' /proc/self/status"])
+        }.get()
         try await listener.close()
-        #expect(Set(listing.split(separator: "\n")) == ["0", "1", "2"], "the child's descriptors: \(listing)")
+        let lines = listing.split(separator: "\n").map(String.init)
+        #expect(Set(lines.filter { !$0.hasPrefix("Sig") }) == ["0", "1", "2"], "the child's descriptors: \(listing)")
+        #expect(lines.contains { $0.hasPrefix("SigBlk:") && $0.hasSuffix("0000000000000000") }, "\(listing)")
+        // the standard signals 1-31 (bits 0-30); glibc keeps its two internal real-time signals (32, 33) as they were
+        let ignored = lines.first { $0.hasPrefix("SigIgn:") }.flatMap { UInt64($0.dropFirst(7).trimmingCharacters(in: .whitespaces), radix: 16) }
+        #expect(ignored.map { $0 & 0x7fff_ffff } == 0, "\(listing)")
     }
 
     @Test("SQL scripts split like psql: quotes, comments, dollar quoting")

@@ -4,6 +4,7 @@ import DTXPostgres
 import Hummingbird
 import Logging
 import ServiceLifecycle
+import Testing
 
 /// A service started in this process on a free port, stopped by `stop()`.
 struct RunningService: Sendable {
@@ -33,9 +34,25 @@ struct RunningService: Sendable {
         return RunningService(port: port, group: group, task: task)
     }
 
-    func stop() async {
+    /// Graceful shutdown, cancelled after `grace` (a test that hangs in its clean-up fails instead: CI has a deadline).
+    func stop(grace: Duration = .seconds(30)) async {
         await group.triggerGracefulShutdown()
-        _ = try? await task.value
+        if await Self.ended(task, within: grace) { return }
+        Issue.record("the service on port \(port) did not shut down within \(grace) of a graceful shutdown; cancelled")
+        task.cancel()
+        _ = await Self.ended(task, within: .seconds(10))
+    }
+
+    /// Whether `task` ends within `timeout` (awaiting a task's value cannot be cancelled, so it is watched, not awaited).
+    private static func ended(_ task: Task<Void, any Error>, within timeout: Duration) async -> Bool {
+        let ended = Flag()
+        Task { _ = try? await task.value; await ended.set() }
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            if await ended.value { return true }
+            try? await Task.sleep(for: .milliseconds(20))
+        }
+        return await ended.value
     }
 }
 
@@ -59,6 +76,11 @@ extension RunningService {
         }
         return (running, await box.participant!)
     }
+}
+
+private actor Flag {
+    private(set) var value = false
+    func set() { value = true }
 }
 
 private actor ParticipantBox {

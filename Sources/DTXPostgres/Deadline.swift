@@ -1,4 +1,3 @@
-import DTXProtocol
 import NIOCore
 import NIOPosix
 import Synchronization
@@ -13,14 +12,20 @@ public struct DeadlineExceeded: Error, CustomStringConvertible, Sendable {
 ///
 /// The operation is cancelled at the deadline but not waited for: a PostgreSQL pool waiting for a server that is down
 /// does not end on cancellation, and the caller must answer now. Callers use this only for work that is safe to let
-/// finish late (reads, and branch operations, which the barrier makes idempotent). The timer is an event loop's
+/// finish late (reads, branch operations, which the barrier makes idempotent, and the coordinator's log writes, which
+/// the lease epoch fences).
+///
+/// Every database call of the services goes through it, because PostgresNIO 1.33 can lose a call: a query written to
+/// a pooled connection that closed a moment earlier (the server crashed or restarted) is dropped with its promise,
+/// which then never completes (vapor/postgres-nio#487, whose fix was reverted in #501). Without a deadline such a call
+/// hung its request, its recovery pass or its reconciler pass forever, and graceful shutdown waited for it. The timer is an event loop's
 /// scheduled task, cancelled as soon as the operation ends: no sleeping task is left behind per call.
 public func withDeadline<T: Sendable>(_ limit: Duration, _ operation: @escaping @Sendable () async throws -> T) async throws -> T {
     let gate = ResumeOnce<T>()
     return try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<T, any Error>) in
         gate.set(continuation)
         let work = Mutex<Task<Void, Never>?>(nil)
-        let timer = MultiThreadedEventLoopGroup.singleton.any().scheduleTask(in: .nanoseconds(limit.inNanoseconds)) {
+        let timer = MultiThreadedEventLoopGroup.singleton.any().scheduleTask(in: .nanoseconds(limit.components.seconds * 1_000_000_000 + limit.components.attoseconds / 1_000_000_000)) {
             work.withLock { $0?.cancel() }
             gate.resume(with: .failure(DeadlineExceeded(limit: limit)))
         }
