@@ -89,7 +89,7 @@ public func buildCoordinator(
     router.addMetricsRoute(registry)
     let healthLogger = logger
     router.addHealthRoute(["status": "ok", "coordinator": instanceID]) {
-        _ = try await postgres.query("SELECT 1", logger: healthLogger).count()
+        _ = try await postgres.rows("SELECT 1", logger: healthLogger)
     }
     router.addOpenAPIRoute(PackageResources.openapi_json)
     if configuration.statusPage { try StatusPage(log: log, instanceID: instanceID).add(to: router) }

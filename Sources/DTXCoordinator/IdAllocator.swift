@@ -56,8 +56,8 @@ actor IdAllocator {
         let task = Task { [client, blockSize, callTimeout, logger] in
             let start = ContinuousClock.now
             let first = try await withDeadline(callTimeout) {
-                for try await first in try await client.query("SELECT dtx_allocate_ids(\(blockSize))", logger: logger).decode(Int64.self) {
-                    return first
+                for row in try await client.rows("SELECT dtx_allocate_ids(\(blockSize))", logger: logger) {
+                    return try row.decode(Int64.self)
                 }
                 throw CoordinatorError.logWriteFailed("dtx_allocate_ids returned no row")
             }

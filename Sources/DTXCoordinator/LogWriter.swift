@@ -17,21 +17,17 @@ struct LogWriter: Sendable {
 
     func begin(_ items: [BeginStatement.Item]) async -> [Result<BeginStatement.Row, any Error>] {
         await each(items.count) { [self] in
-            var rows: [BeginStatement.Row] = []
             let statement = BeginStatement(
                 items: items, timeoutSeconds: globalTimeout.inSeconds, owner: owner, holder: holder, leaseSeconds: lease.inSeconds
             )
-            for try await row in try await client.execute(statement, logger: logger) { rows.append(row) }
-            return rows
+            return try await client.rows(statement, logger: logger)
         }
     }
 
     func record(_ items: [RecordStatement.Item], durable: Bool) async -> [Result<Bool, any Error>] {
         await each(items.count) { [self] in
-            var written: [Bool] = []
             let statement = RecordStatement(items: items, leaseSeconds: lease.inSeconds, durable: durable)
-            for try await (_, ok) in try await client.execute(statement, logger: logger) { written.append(ok) }
-            return written
+            return try await client.rows(statement, logger: logger).map(\.1)
         }
     }
 

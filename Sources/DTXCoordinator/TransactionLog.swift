@@ -111,7 +111,7 @@ public struct TransactionLog: Sendable {
     func postpone(_ transaction: GlobalTransaction, delay: Duration) async throws {
         let branchesJSON = String(decoding: try WireJSON.encoder().encode(transaction.branches), as: UTF8.self)
         let (client, logger) = (self.client, self.logger)
-        try await bounded { _ = try await client.query(
+        try await bounded { _ = try await client.rows(
             """
             SELECT dtx_postpone(\(transaction.id), \(transaction.epoch), \(transaction.phase), \(branchesJSON)::jsonb, \(delay.inSeconds))
             """,
@@ -126,7 +126,7 @@ public struct TransactionLog: Sendable {
     }
 
     private func claimNow(limit: Int) async throws -> [GlobalTransaction] {
-        let rows = try await client.query(
+        let rows = try await client.rows(
             """
             SELECT id, status, mode, phase, error_message, branches, deadline_at, attempts, created_at, lease_epoch
             FROM dtx_claim(\(owner), \(holder), \(limit), \(lease.inSeconds))
@@ -134,9 +134,10 @@ public struct TransactionLog: Sendable {
             logger: logger
         )
         var result: [GlobalTransaction] = []
-        for try await (id, status, mode, phase, error, branches, deadline, attempts, createdAt, epoch) in rows.decode(
-            (Int64, String, String, String, String?, String, Date, Int32, Date, Int64).self
-        ) {
+        for row in rows {
+            let (id, status, mode, phase, error, branches, deadline, attempts, createdAt, epoch) = try row.decode(
+                (Int64, String, String, String, String?, String, Date, Int32, Date, Int64).self
+            )
             result.append(try transaction(id, status, mode, phase, error, branches, deadline, attempts, createdAt, epoch))
         }
         return result
@@ -163,8 +164,8 @@ public struct TransactionLog: Sendable {
     }
 
     private func viewNow(id: Int64) async throws -> TransactionView? {
-        let rows = try await client.query("SELECT \(unescaped: Self.viewColumns) FROM worker_events WHERE id = \(id)", logger: logger)
-        return try await decodeViews(rows).first
+        let rows = try await client.rows("SELECT \(unescaped: Self.viewColumns) FROM worker_events WHERE id = \(id)", logger: logger)
+        return try decodeViews(rows).first
     }
 
     /// Whether `id` is one this log may have handed out (below its next block of ids) and has not pruned (above the
@@ -175,8 +176,8 @@ public struct TransactionLog: Sendable {
     }
 
     private func mayHaveIssuedNow(id: Int64) async throws -> Bool {
-        let rows = try await client.query("SELECT next_id, pruned_through FROM worker_event_ids", logger: logger)
-        for try await (next, pruned) in rows.decode((Int64, Int64).self) {
+        for row in try await client.rows("SELECT next_id, pruned_through FROM worker_event_ids", logger: logger) {
+            let (next, pruned) = try row.decode((Int64, Int64).self)
             return id < next && id > pruned
         }
         return false
@@ -188,8 +189,8 @@ public struct TransactionLog: Sendable {
     }
 
     private func openCountNow() async throws -> Int64 {
-        for try await count in try await client.query("SELECT count(*) FROM worker_events WHERE open", logger: logger).decode(Int64.self) {
-            return count
+        for row in try await client.rows("SELECT count(*) FROM worker_events WHERE open", logger: logger) {
+            return try row.decode(Int64.self)
         }
         return 0
     }
@@ -220,7 +221,7 @@ public struct TransactionLog: Sendable {
             unsafeSQL: "SELECT \(Self.viewColumns) FROM worker_events \(filter) ORDER BY id DESC LIMIT $\(bindings.count)",
             binds: bindings
         )
-        var views = try await decodeViews(try await client.query(query, logger: logger))
+        var views = try decodeViews(try await client.rows(query, logger: logger))
         var next: String?
         if views.count > limit {
             views.removeLast()
@@ -236,11 +237,12 @@ public struct TransactionLog: Sendable {
         CASE WHEN open THEN to_char(next_retry_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') END
         """
 
-    func decodeViews(_ rows: PostgresRowSequence) async throws -> [TransactionView] {
+    func decodeViews(_ rows: [PostgresRow]) throws -> [TransactionView] {
         var result: [TransactionView] = []
-        for try await (id, mode, status, phase, error, branches, attempts, created, updated, next) in rows.decode(
-            (Int64, String, String, String, String?, String, Int32, String, String, String?).self
-        ) {
+        for row in rows {
+            let (id, mode, status, phase, error, branches, attempts, created, updated, next) = try row.decode(
+                (Int64, String, String, String, String?, String, Int32, String, String, String?).self
+            )
             guard let mode = Mode(rawValue: mode), let status = GlobalStatus(rawValue: status) else { continue }
             result.append(
                 TransactionView(

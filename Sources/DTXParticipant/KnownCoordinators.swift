@@ -28,7 +28,7 @@ public final class KnownCoordinators: Sendable {
         guard recorded.withLock({ $0.insert(url).inserted }) else { return }
         do {
             try await withDeadline(Self.callTimeout) { [client, logger] in
-                try await client.query(
+                _ = try await client.rows(
                     "INSERT INTO coordinators (url) VALUES (\(url)) ON CONFLICT (url) DO UPDATE SET last_seen_at = now()", logger: logger
                 )
             }
@@ -45,10 +45,8 @@ public final class KnownCoordinators: Sendable {
         for url in [stored, configured].compactMap({ $0 }) where !urls.contains(url) { urls.append(url) }
         do {
             let known = try await withDeadline(Self.callTimeout) { [client, logger] in
-                var known: [String] = []
-                for try await url in try await client.query("SELECT url FROM coordinators ORDER BY last_seen_at DESC LIMIT 10", logger: logger)
-                    .decode(String.self) { known.append(url) }
-                return known
+                try await client.rows("SELECT url FROM coordinators ORDER BY last_seen_at DESC LIMIT 10", logger: logger)
+                    .map { try $0.decode(String.self) }
             }
             for url in known where !urls.contains(url) { urls.append(url) }
         } catch {

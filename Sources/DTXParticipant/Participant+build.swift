@@ -91,7 +91,7 @@ public func buildParticipant(
     router.addMetricsRoute(registry)
     let healthLogger = logger
     router.addHealthRoute(Health(status: "ok", service: configuration.name, xa: xaEnabled)) {
-        _ = try await postgres.query("SELECT 1", logger: healthLogger).count()
+        _ = try await postgres.rows("SELECT 1", logger: healthLogger)
     }
     router.addOpenAPIRoute(PackageResources.openapi_json)
     routeTable.fill(router)

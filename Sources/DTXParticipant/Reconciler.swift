@@ -175,7 +175,7 @@ public struct Reconciler: Service {
     private func rowsNow(status: RowStatus, olderThan: Duration, after: (Date, Int64)?) async throws -> [Row] {
         let cursorTime = after?.0 ?? Date.distantPast
         let cursorID = after?.1 ?? 0
-        let rows = try await ledger.client.query(
+        let rows = try await ledger.client.rows(
             """
             SELECT id, worker_event_id, product_id, quantity, mode, coordinator_url, updated_at FROM transactions
             WHERE status = \(status.rawValue) AND updated_at <= now() - make_interval(secs => \(olderThan.inSeconds))
@@ -185,7 +185,8 @@ public struct Reconciler: Service {
             logger: logger
         )
         var found: [Row] = []
-        for try await (id, worker, product, quantity, mode, coordinator, updatedAt) in rows.decode((Int64, Int64, Int64, Int64, String, String?, Date).self) {
+        for row in rows {
+            let (id, worker, product, quantity, mode, coordinator, updatedAt) = try row.decode((Int64, Int64, Int64, Int64, String, String?, Date).self)
             guard let mode = Mode(rawValue: mode) else { continue }
             found.append(Row(
                 id: id, branch: BranchRequest(workerEventId: worker, productId: product, quantity: quantity), mode: mode,

@@ -58,13 +58,14 @@ extension StockLedger {
     /// COMMIT PREPARED. "Does not exist" after an earlier commit is success.
     func commitPrepared(_ request: BranchRequest) async throws -> BranchResponse {
         do {
-            try await client.query(PostgresQuery(unsafeSQL: "COMMIT PREPARED '\(gid(request))'"), logger: logger)
+            _ = try await client.rows(PostgresQuery(unsafeSQL: "COMMIT PREPARED '\(gid(request))'"), logger: logger)
             return BranchResponse(workerEventId: request.workerEventId, productId: request.productId, operation: .xaCommit, effect: .applied, status: .confirmed)
         } catch where error.hasSQLState(.undefinedObject) {
-            let rows = try await client.query(
+            let rows = try await client.rows(
                 "SELECT effect, refusal FROM dtx_xa_commit_missing(\(request.workerEventId), \(request.productId))", logger: logger
             )
-            for try await (effect, refusal) in rows.decode((String, String?).self) {
+            for row in rows {
+                let (effect, refusal) = try row.decode((String, String?).self)
                 if let refusal { throw refusalError(ProtocolError.Code(rawValue: refusal), .xaCommit, request, status: nil) }
                 return try response(request, .xaCommit, effect: effect, status: RowStatus.confirmed.rawValue)
             }
@@ -80,19 +81,20 @@ extension StockLedger {
     func rollbackPrepared(_ request: BranchRequest) async throws -> BranchResponse {
         var rolledBack = false
         do {
-            try await client.query(PostgresQuery(unsafeSQL: "ROLLBACK PREPARED '\(gid(request))'"), logger: logger)
+            _ = try await client.rows(PostgresQuery(unsafeSQL: "ROLLBACK PREPARED '\(gid(request))'"), logger: logger)
             rolledBack = true
         } catch where error.hasSQLState(.undefinedObject) {
             // not prepared (any more, or ever: also on a server without 2PC): go on to the barrier
         }
-        let rows = try await client.query(
+        let rows = try await client.rows(
             """
             SELECT effect, refusal FROM dtx_xa_rollback_barrier(\(request.workerEventId), \(request.productId), \(rolledBack), \
             \(lockTimeoutMilliseconds))
             """,
             logger: logger
         )
-        for try await (effect, refusal) in rows.decode((String, String?).self) {
+        for row in rows {
+            let (effect, refusal) = try row.decode((String, String?).self)
             if let refusal { throw refusalError(ProtocolError.Code(rawValue: refusal), .xaRollback, request, status: "committed") }
             return try response(request, .xaRollback, effect: effect, status: nil)
         }
@@ -105,7 +107,7 @@ extension StockLedger {
     }
 
     private func inDoubtNow(olderThan: Duration) async throws -> [BranchRequest] {
-        let rows = try await client.query(
+        let rows = try await client.rows(
             """
             SELECT gid FROM pg_prepared_xacts
             WHERE database = current_database() AND starts_with(gid, \(gidPrefix))
@@ -115,7 +117,8 @@ extension StockLedger {
             logger: logger
         )
         var found: [BranchRequest] = []
-        for try await gid in rows.decode(String.self) {
+        for row in rows {
+            let gid = try row.decode(String.self)
             let parts = gid.dropFirst(gidPrefix.count).split(separator: "-")
             guard parts.count == 2, let worker = Int64(parts[0]), let product = Int64(parts[1]) else { continue }
             // quantity is not needed to commit or roll back; 1 keeps the request valid

@@ -124,8 +124,8 @@ public struct StockLedger: Sendable {
     // MARK: First phase (try, reserve): take stock, row 'try'
 
     func firstPhase(_ op: BranchOperation, _ request: BranchRequest, coordinator: String?) async throws -> BranchResponse {
-        let rows = try await client.execute(firstPhaseStatement(op, request, rowStatus: .tried, coordinator: coordinator, xaGID: nil), logger: logger)
-        for try await (effect, status) in rows {
+        let rows = try await client.rows(firstPhaseStatement(op, request, rowStatus: .tried, coordinator: coordinator, xaGID: nil), logger: logger)
+        for (effect, status) in rows {
             return try response(request, op, effect: effect, status: status)
         }
         throw ProtocolError(.internalError, "dtx_first_phase returned no row")
@@ -167,21 +167,21 @@ public struct StockLedger: Sendable {
         let gids = requests.map(\.workerEventId)
         let branches = requests.map(\.productId)
         let set = plan.set.map(\.rawValue)
-        let rows: AsyncThrowingMapSequence<PostgresRowSequence, (Int32, String, String?, String?)>
+        let rows: [(Int32, String, String?, String?)]
         if let from = plan.from {
-            rows = try await client.execute(SecondPhaseStatement<AdvanceFunction>(
+            rows = try await client.rows(SecondPhaseStatement<AdvanceFunction>(
                 op: op.rawValue, originOrFrom: from.rawValue, gids: gids, branches: branches, set: set, to: plan.to.rawValue,
                 lockTimeoutMilliseconds: lockTimeoutMilliseconds, skipLocked: skipLocked
             ), logger: logger)
         } else {
-            rows = try await client.execute(SecondPhaseStatement<UndoFunction>(
+            rows = try await client.rows(SecondPhaseStatement<UndoFunction>(
                 op: op.rawValue, originOrFrom: op.origin!.rawValue, gids: gids, branches: branches, set: set, to: plan.to.rawValue,
                 lockTimeoutMilliseconds: lockTimeoutMilliseconds, skipLocked: skipLocked
             ), logger: logger)
         }
         var items: [ItemOutcome] = []
         items.reserveCapacity(requests.count)
-        for try await (index, effect, status, refusal) in rows {
+        for (index, effect, status, refusal) in rows {
             let request = requests[Int(index) - 1]
             if effect == "busy" {
                 items.append(.busy)
@@ -245,9 +245,8 @@ public struct StockLedger: Sendable {
     }
 
     private func productNow(id: Int64) async throws -> Product? {
-        for try await (id, name, stock) in try await client.query("SELECT id, name, stock FROM products WHERE id = \(id)", logger: logger)
-            .decode((Int64, String, Int64).self)
-        {
+        for row in try await client.rows("SELECT id, name, stock FROM products WHERE id = \(id)", logger: logger) {
+            let (id, name, stock) = try row.decode((Int64, String, Int64).self)
             return Product(id: id, name: name, stock: stock)
         }
         return nil
@@ -258,11 +257,12 @@ public struct StockLedger: Sendable {
     }
 
     private func branchStatusNow(workerEventId: Int64, productId: Int64) async throws -> BranchStatus {
-        let rows = try await client.query(
+        let rows = try await client.rows(
             "SELECT status, quantity FROM transactions WHERE worker_event_id = \(workerEventId) AND product_id = \(productId)",
             logger: logger
         )
-        for try await (status, quantity) in rows.decode((String, Int64).self) {
+        for row in rows {
+            let (status, quantity) = try row.decode((String, Int64).self)
             return BranchStatus(workerEventId: workerEventId, productId: productId, status: RowStatus(rawValue: status), quantity: quantity)
         }
         return BranchStatus(workerEventId: workerEventId, productId: productId, status: nil, quantity: nil)

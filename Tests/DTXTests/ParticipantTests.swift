@@ -60,6 +60,31 @@ struct ParticipantTests {
         }
     }
 
+    @Test("refusals never keep a pooled connection: 300 refused tries, 8 at a time, on a pool of 2, then a try succeeds")
+    func refusalsReleaseConnections() async throws {
+        // PostgresNIO 1.33's PostgresClient.execute could leave a connection leased for ever when the statement failed
+        // before the caller read its rows (as a refusal raised by dtx_first_phase); a pool of 2 then ran dry
+        try await ParticipantFixture.with(configure: { $0.maxDatabaseConnections = 2 }) { p in
+            let statuses = try await withThrowingTaskGroup(of: [Int].self) { group in
+                for lane in 0..<8 {
+                    group.addTask {
+                        var statuses: [Int] = []
+                        for index in 0..<38 {
+                            statuses.append(try await p.call(.tccTry, Int64(1_000 + lane * 100 + index), quantity: 101).status)
+                        }
+                        return statuses
+                    }
+                }
+                return try await group.reduce(into: [Int]()) { $0 += $1 }
+            }
+            #expect(statuses.count == 304)
+            #expect(statuses.allSatisfy { $0 == 409 }, "\(Dictionary(grouping: statuses, by: { $0 }).mapValues(\.count))")
+            let ok = try await p.call(.tccTry, 5_000)
+            #expect(ok.status == 200)
+            #expect(try await p.stock() == 90)
+        }
+    }
+
     @Test("a repeat of every operation changes stock once", arguments: ModeOps.all)
     func repeatsAreIdempotent(ops: ModeOps) async throws {
         try await ParticipantFixture.with { p in
