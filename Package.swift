@@ -43,6 +43,7 @@ let package = Package(
                 .embedInCode("SQL/participant/003_participant_initial_stock.sql"),
                 .embedInCode("SQL/participant/004_participant_branch_functions.sql"),
                 .embedInCode("SQL/participant/005_participant_retention.sql"),
+                .embedInCode("SQL/participant/006_participant_confirm_finalize.sql"),
                 .embedInCode("SQL/coordinator/001_coordinator_schema.sql"),
                 .embedInCode("SQL/coordinator/002_coordinator_log_functions.sql"),
                 .embedInCode("SQL/coordinator/003_coordinator_retention.sql"),
@@ -113,6 +114,7 @@ let package = Package(
             dependencies: [
                 "DTXProtocol", "DTXPostgres", "DTXParticipant", "DTXCoordinator", "DTXBench",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "NIOCore", package: "swift-nio"),
             ]
         ),
         .testTarget(

@@ -27,8 +27,9 @@ enum CallOutcome: Sendable {
     /// 5xx, timeout, refused connection: try again.
     case retry(String)
 
-    /// An answer's status and body, as a single call or a batch item carries them.
-    init(status: Int, decode: () throws -> BranchResponse, error: ProtocolError?) {
+    /// An answer's status and body, as a single call or a batch item carries them. `error` is read only for an answer
+    /// that is not a 200 (a success's body is not parsed a second time as an error).
+    init(status: Int, decode: () throws -> BranchResponse, error: @autoclosure () -> ProtocolError?) {
         switch status {
         case 200:
             do {
@@ -36,8 +37,8 @@ enum CallOutcome: Sendable {
             } catch {
                 self = .retry("the answer could not be read: \(error)")
             }
-        case 400, 409: self = .refused(error ?? ProtocolError(.init(rawValue: "http_\(status)"), "refused"))
-        default: self = .retry(error.map { "\($0)" } ?? "HTTP \(status)")
+        case 400, 409: self = .refused(error() ?? ProtocolError(.init(rawValue: "http_\(status)"), "refused"))
+        default: self = .retry(error().map { "\($0)" } ?? "HTTP \(status)")
         }
     }
 
@@ -55,6 +56,10 @@ struct BranchKey: Hashable, Sendable {
     var participant: String
     var base: String
     var op: BranchOperation
+    /// TCC confirm that finalizes in the same statement (`?finalize=true`).
+    var thenFinalize = false
+
+    var url: String { base + op.path + (thenFinalize ? "?finalize=true" : "") }
 }
 
 typealias BranchBatcher = Batcher<BranchKey, BranchRequest, CallOutcome>
@@ -72,7 +77,14 @@ struct BranchCaller: Sendable {
     let registry: PrometheusCollectorRegistry
     let logger: Logger
 
-    func call(_ op: BranchOperation, _ branch: BranchRecord, transaction: GlobalTransaction, timeout: Duration) async -> CallOutcome {
+    /// Batched second phases carry TCC's confirm and finalize of a branch in one call (`?finalize=true`): the
+    /// participant runs the two steps, each with its barrier row, in one statement. The canonical protocol
+    /// (`--batch-window 0`) sends them one by one.
+    var mergesConfirmAndFinalize: Bool { batcher != nil }
+
+    func call(
+        _ op: BranchOperation, _ branch: BranchRecord, transaction: GlobalTransaction, timeout: Duration, thenFinalize: Bool = false
+    ) async -> CallOutcome {
         guard let base = participants[branch.participant] else {
             return .refused(ProtocolError(.badRequest, "participant \(branch.participant) is not configured"))
         }
@@ -80,21 +92,22 @@ struct BranchCaller: Sendable {
             workerEventId: transaction.id, productId: branch.productId, quantity: branch.quantity, notAfter: transaction.notAfter
         )
         let outcome: CallOutcome
+        let key = BranchKey(participant: branch.participant, base: base, op: op, thenFinalize: thenFinalize)
         if let batcher, !op.isFirstPhase {
-            outcome = await batcher.submit(BranchKey(participant: branch.participant, base: base, op: op), request)
+            outcome = await batcher.submit(key, request)
         } else {
-            outcome = await single(op, base: base, participant: branch.participant, request, timeout: timeout)
+            outcome = await single(key, request, timeout: timeout)
         }
         registry.counter("dtx_branch_calls_total", [("op", "\(op.mode.rawValue).\(op.rawValue)"), ("result", outcome.label)]).increment()
         return outcome
     }
 
-    private func single(_ op: BranchOperation, base: String, participant: String, _ request: BranchRequest, timeout: Duration) async -> CallOutcome {
+    private func single(_ key: BranchKey, _ request: BranchRequest, timeout: Duration) async -> CallOutcome {
         do {
-            let reply = try await client.post(base + op.path, json: request, headers: headers, timeout: timeout)
+            let reply = try await client.post(key.url, json: request, headers: headers, timeout: timeout)
             return CallOutcome(status: reply.status, decode: { try reply.decode(BranchResponse.self) }, error: reply.error)
         } catch {
-            return .retry("\(participant) not reachable: \(error)")
+            return .retry("\(key.participant) not reachable: \(error)")
         }
     }
 
@@ -104,7 +117,7 @@ struct BranchCaller: Sendable {
     func batch(_ key: BranchKey, _ requests: [BranchRequest]) async -> [CallOutcome] {
         registry.counter("dtx_branch_batches_total", [("op", "\(key.op.mode.rawValue).\(key.op.rawValue)")]).increment()
         do {
-            let reply = try await client.post(key.base + key.op.path, json: requests, headers: headers, timeout: branchTimeout)
+            let reply = try await client.post(key.url, json: requests, headers: headers, timeout: branchTimeout)
             guard reply.status == 200 else {
                 let outcome = CallOutcome(status: reply.status >= 500 ? reply.status : 503, decode: { throw ProtocolError(.internalError, "") }, error: reply.error)
                 return requests.map { _ in outcome }
@@ -144,11 +157,13 @@ struct BranchCaller: Sendable {
 
     /// A second-phase call: retried until it succeeds, or until `until`, when the rest is left to the recovery
     /// loop (`Postponed`). A 409 here is not final: it is logged and retried like any failure.
-    func callUntilDone(_ op: BranchOperation, _ branch: inout BranchRecord, transaction: GlobalTransaction, until: ContinuousClock.Instant) async throws -> BranchResponse {
+    func callUntilDone(
+        _ op: BranchOperation, _ branch: inout BranchRecord, transaction: GlobalTransaction, until: ContinuousClock.Instant, thenFinalize: Bool = false
+    ) async throws -> BranchResponse {
         var attempt = 0
         while true {
             branch.attempts += 1
-            switch await call(op, branch, transaction: transaction, timeout: branchTimeout) {
+            switch await call(op, branch, transaction: transaction, timeout: branchTimeout, thenFinalize: thenFinalize) {
             case .done(let response):
                 return response
             case .refused(let error):

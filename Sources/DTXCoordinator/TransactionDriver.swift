@@ -160,9 +160,21 @@ struct TransactionDriver: Sendable {
         @Sendable func advance(_ branch: BranchRecord) async -> (BranchRecord, Bool) {
             var branch = branch
             do {
-                for step in steps where !Self.reached(branch.state, step.reaches, among: states) {
-                    _ = try await caller.callUntilDone(step.op, &branch, transaction: snapshot, until: until)
-                    branch.state = step.reaches
+                var left = steps.filter { !Self.reached(branch.state, $0.reaches, among: states) }[...]
+                while let step = left.popFirst() {
+                    // batched: TCC's confirm and finalize of this branch go in one call
+                    if caller.mergesConfirmAndFinalize, step.op == .tccConfirm, let next = left.first, next.op == .tccFinalize {
+                        let response = try await caller.callUntilDone(step.op, &branch, transaction: snapshot, until: until, thenFinalize: true)
+                        // a participant that does not know finalize=true (an older version) only confirmed: finalize next
+                        if response.status == .confirmPending {
+                            branch.state = step.reaches
+                        } else {
+                            branch.state = left.removeFirst().reaches
+                        }
+                    } else {
+                        _ = try await caller.callUntilDone(step.op, &branch, transaction: snapshot, until: until)
+                        branch.state = step.reaches
+                    }
                     branch.lastError = nil
                 }
                 return (branch, true)

@@ -89,9 +89,14 @@ public struct TransactionLog: Sendable {
             branches: String(decoding: try WireJSON.encoder().encode(branches), as: UTF8.self), idempotencyKey: idempotencyKey
         )
         let outcome = if let begins { await begins.submit(0, item) } else { await writer.begin([item])[0] }
-        let (_, created, same, id, status, mode, phase, error, branchesJSON, deadline, attempts, createdAt, epoch) = try outcome.get()
+        let (_, created, same, id, status, _, phase, error, _, deadline, attempts, createdAt, epoch) = try outcome.get()
         guard created else { return .existing(id: id, sameRequest: same) }
-        return .created(try transaction(id, status, mode, phase, error, branchesJSON, deadline, attempts, createdAt, epoch))
+        guard let status = GlobalStatus(rawValue: status) else { throw CoordinatorError.logWriteFailed("worker_event \(id) has an unknown status") }
+        // the row as written: its branches are the ones just sent (not parsed back from the answer)
+        return .created(GlobalTransaction(
+            id: id, mode: mode, status: status, phase: phase, errorMessage: error, branches: branches, deadline: deadline,
+            attempts: Int(attempts), createdAt: createdAt, epoch: epoch, leaseValidUntil: leaseValidUntil
+        ))
     }
 
     /// Writes the transaction's status, phase, error and branches if this driver still holds it with its epoch and it

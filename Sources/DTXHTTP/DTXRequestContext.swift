@@ -38,6 +38,15 @@ extension Request {
         guard let value = Int64(text) else { throw .badRequest("query parameter '\(name)' must be an integer") }
         return value
     }
+
+    /// An optional `true`/`false` query parameter; absent is `false`.
+    public func queryFlag(_ name: String) throws(ProtocolError) -> Bool {
+        switch self.uri.queryParameters.get(name) {
+        case nil, "false": return false
+        case "true": return true
+        default: throw .badRequest("query parameter '\(name)' must be true or false")
+        }
+    }
 }
 
 extension Response {

@@ -101,3 +101,27 @@ enum UndoFunction: SecondPhaseFunction {
         bindings.append(to)
     }
 }
+
+/// `dtx_confirm_finalize(gids, branches, lock_timeout, skip_locked)` (sql/participant/006): TCC confirm, then finalize
+/// of every item that stands confirmed, in one statement.
+struct ConfirmFinalizeStatement: PostgresPreparedStatement {
+    static let name = "dtx_confirm_finalize_v1"
+    static let sql = "SELECT item, effect, status, refusal FROM dtx_confirm_finalize($1, $2, $3, $4)"
+    typealias Row = (Int32, String, String?, String?)
+
+    var gids: [Int64]
+    var branches: [Int64]
+    var lockTimeoutMilliseconds: Int32
+    var skipLocked: Bool
+
+    func makeBindings() throws -> PostgresBindings {
+        var bindings = PostgresBindings(capacity: 4)
+        bindings.append(gids)
+        bindings.append(branches)
+        bindings.append(lockTimeoutMilliseconds)
+        bindings.append(skipLocked)
+        return bindings
+    }
+
+    func decodeRow(_ row: PostgresRow) throws -> Row { try row.decode(Row.self) }
+}

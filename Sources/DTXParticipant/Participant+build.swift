@@ -144,6 +144,9 @@ struct ParticipantRoutes: Sendable {
     /// with an array of per-item results.
     func handle(_ op: BranchOperation, request: Request, context: DTXRequestContext) async throws -> Response {
         let body = try await request.collectWire(context: context)
+        // TCC confirm may finalize in the same statement (the coordinator's batched second phase)
+        let thenFinalize = try request.queryFlag("finalize")
+        guard !thenFinalize || op == .tccConfirm else { throw ProtocolError.badRequest("only /tcc/confirm takes finalize=true") }
         let coordinator = request.coordinatorURL
         if let coordinator { await coordinators.note(coordinator) }
         if body.first(where: { !WireJSON.isWhitespace($0) }) == UInt8(ascii: "[") {
@@ -152,7 +155,7 @@ struct ParticipantRoutes: Sendable {
             guard (1...Limits.maxBatchItems).contains(items.count) else {
                 throw ProtocolError.badRequest("a batch holds 1 to \(Limits.maxBatchItems) branch requests, not \(items.count)")
             }
-            return try await handleBatch(op, items, context: context)
+            return try await handleBatch(op, items, thenFinalize: thenFinalize, context: context)
         }
         let branch = try WireJSON.decode(BranchRequest.self, from: body)
         try branch.validate()
@@ -163,7 +166,7 @@ struct ParticipantRoutes: Sendable {
         try await injectFaultsBefore(op)
         let start = ContinuousClock.now
         do {
-            let result = try await ledger.perform(op, branch, coordinator: coordinator)
+            let result = try await ledger.perform(op, branch, coordinator: coordinator, thenFinalize: thenFinalize)
             registry.latencyHistogram("dtx_branch_duration_seconds", [("mode", op.mode.rawValue), ("op", op.rawValue)])
                 .record(ContinuousClock.now - start)
             self.count(op, outcome: result.effect.rawValue)
@@ -181,7 +184,7 @@ struct ParticipantRoutes: Sendable {
         }
     }
 
-    func handleBatch(_ op: BranchOperation, _ requests: [BranchRequest], context: DTXRequestContext) async throws -> Response {
+    func handleBatch(_ op: BranchOperation, _ requests: [BranchRequest], thenFinalize: Bool, context: DTXRequestContext) async throws -> Response {
         // a malformed item makes the request malformed (400, nothing done); refusals are answered per item
         for (index, request) in requests.enumerated() {
             do {
@@ -195,7 +198,7 @@ struct ParticipantRoutes: Sendable {
         try await injectFaultsBefore(op)
         let start = ContinuousClock.now
         let validRequests = valid.map(\.1)
-        let done = try await ledger.bounded { await ledger.performBatch(op, validRequests) }
+        let done = try await ledger.bounded { await ledger.performBatch(op, validRequests, thenFinalize: thenFinalize) }
         registry.latencyHistogram("dtx_branch_batch_duration_seconds", [("mode", op.mode.rawValue), ("op", op.rawValue)])
             .record(ContinuousClock.now - start)
         registry.counter("dtx_branch_batches_total", [("mode", op.mode.rawValue), ("op", op.rawValue)]).increment()

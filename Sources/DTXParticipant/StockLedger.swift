@@ -43,8 +43,9 @@ public struct StockLedger: Sendable {
     /// Runs one branch operation. `coordinator` is the calling coordinator's URL, stored with a new branch. Gives up
     /// after `operationTimeout` (503 database_unavailable): the operation may still land later, which the barrier makes
     /// harmless.
-    public func perform(_ op: BranchOperation, _ request: BranchRequest, coordinator: String? = nil) async throws -> BranchResponse {
-        try await bounded { try await self.performNow(op, request, coordinator: coordinator) }
+    /// `thenFinalize` (TCC confirm only): finalize in the same statement (`dtx_confirm_finalize`).
+    public func perform(_ op: BranchOperation, _ request: BranchRequest, coordinator: String? = nil, thenFinalize: Bool = false) async throws -> BranchResponse {
+        try await bounded { try await self.performNow(op, request, coordinator: coordinator, thenFinalize: thenFinalize) }
     }
 
     /// `body` within `operationTimeout`, else 503 database_unavailable.
@@ -56,7 +57,7 @@ public struct StockLedger: Sendable {
         }
     }
 
-    private func performNow(_ op: BranchOperation, _ request: BranchRequest, coordinator: String?) async throws -> BranchResponse {
+    private func performNow(_ op: BranchOperation, _ request: BranchRequest, coordinator: String?, thenFinalize: Bool) async throws -> BranchResponse {
         do {
             switch op {
             case .tccTry, .sagaReserve:
@@ -68,7 +69,7 @@ public struct StockLedger: Sendable {
             case .xaRollback:
                 return try await rollbackPrepared(request)
             case .tccConfirm, .tccFinalize, .sagaConfirm, .tccCancel, .sagaCompensate:
-                switch try await secondPhase(op, [request], skipLocked: false)[0] {
+                switch try await secondPhase(op, [request], skipLocked: false, thenFinalize: thenFinalize)[0] {
                 case .done(let response): return response
                 case .refused(let error): throw error
                 case .busy: throw ProtocolError(.lockTimeout, "the branch row is held by another transaction: retry")
@@ -81,7 +82,7 @@ public struct StockLedger: Sendable {
 
     /// Runs many second-phase operations of one kind: one statement for all of them (TCC and Saga), or one round trip
     /// each, at once (XA). One item's refusal or failure never fails another.
-    public func performBatch(_ op: BranchOperation, _ requests: [BranchRequest]) async -> [BranchBatchItem] {
+    public func performBatch(_ op: BranchOperation, _ requests: [BranchRequest], thenFinalize: Bool = false) async -> [BranchBatchItem] {
         switch op {
         case .xaCommit, .xaRollback:
             return await withTaskGroup(of: (Int, BranchBatchItem).self) { group in
@@ -95,12 +96,12 @@ public struct StockLedger: Sendable {
         default:
             do {
                 var items: [BranchBatchItem] = []
-                for (request, outcome) in zip(requests, try await secondPhase(op, requests, skipLocked: true)) {
+                for (request, outcome) in zip(requests, try await secondPhase(op, requests, skipLocked: true, thenFinalize: thenFinalize)) {
                     switch outcome {
                     case .done(let response): items.append(await item(op, request) { response })
                     case .refused(let error): items.append(await item(op, request) { throw error })
                     // a row another transaction held: run it alone, waiting for the lock like a single call does
-                    case .busy: items.append(await item(op, request) { try await self.perform(op, request) })
+                    case .busy: items.append(await item(op, request) { try await self.perform(op, request, thenFinalize: thenFinalize) })
                     }
                 }
                 return items
@@ -162,13 +163,18 @@ public struct StockLedger: Sendable {
         }
     }
 
-    func secondPhase(_ op: BranchOperation, _ requests: [BranchRequest], skipLocked: Bool) async throws -> [ItemOutcome] {
+    func secondPhase(_ op: BranchOperation, _ requests: [BranchRequest], skipLocked: Bool, thenFinalize: Bool = false) async throws -> [ItemOutcome] {
         guard let plan = Self.plan(op) else { throw ProtocolError(.badRequest, "\(op.rawValue) is not a second-phase operation of TCC or Saga") }
+        guard !thenFinalize || op == .tccConfirm else { throw ProtocolError.badRequest("only a TCC confirm can finalize in the same call, not \(op.rawValue)") }
         let gids = requests.map(\.workerEventId)
         let branches = requests.map(\.productId)
         let set = plan.set.map(\.rawValue)
         let rows: [(Int32, String, String?, String?)]
-        if let from = plan.from {
+        if thenFinalize {
+            rows = try await client.rows(ConfirmFinalizeStatement(
+                gids: gids, branches: branches, lockTimeoutMilliseconds: lockTimeoutMilliseconds, skipLocked: skipLocked
+            ), logger: logger)
+        } else if let from = plan.from {
             rows = try await client.rows(SecondPhaseStatement<AdvanceFunction>(
                 op: op.rawValue, originOrFrom: from.rawValue, gids: gids, branches: branches, set: set, to: plan.to.rawValue,
                 lockTimeoutMilliseconds: lockTimeoutMilliseconds, skipLocked: skipLocked
@@ -179,20 +185,24 @@ public struct StockLedger: Sendable {
                 lockTimeoutMilliseconds: lockTimeoutMilliseconds, skipLocked: skipLocked
             ), logger: logger)
         }
-        var items: [ItemOutcome] = []
-        items.reserveCapacity(requests.count)
+        // each row names its item (1-based): placed by that, not by the order the rows came in
+        var items = [ItemOutcome?](repeating: nil, count: requests.count)
         for (index, effect, status, refusal) in rows {
+            guard requests.indices.contains(Int(index) - 1), items[Int(index) - 1] == nil else {
+                throw ProtocolError(.internalError, "\(plan.function) answered item \(index) of \(requests.count) twice or out of range")
+            }
             let request = requests[Int(index) - 1]
             if effect == "busy" {
-                items.append(.busy)
+                items[Int(index) - 1] = .busy
             } else if let refusal {
-                items.append(.refused(refusalError(ProtocolError.Code(rawValue: refusal), op, request, status: status)))
+                items[Int(index) - 1] = .refused(refusalError(ProtocolError.Code(rawValue: refusal), op, request, status: status))
             } else {
-                items.append(.done(try response(request, op, effect: effect, status: status)))
+                items[Int(index) - 1] = .done(try response(request, op, effect: effect, status: status))
             }
         }
-        guard items.count == requests.count else { throw ProtocolError(.internalError, "\(plan.function) answered \(items.count) of \(requests.count) items") }
-        return items
+        let answered = items.compactMap { $0 }
+        guard answered.count == requests.count else { throw ProtocolError(.internalError, "\(plan.function) answered \(answered.count) of \(requests.count) items") }
+        return answered
     }
 
     func refusalError(_ code: ProtocolError.Code, _ op: BranchOperation, _ request: BranchRequest, status: String?) -> ProtocolError {

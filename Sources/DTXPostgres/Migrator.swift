@@ -31,6 +31,10 @@ public enum Schema: String, Sendable, CaseIterable {
                     version: "005_participant_retention.sql",
                     sql: String(decoding: PackageResources._05_participant_retention_sql, as: UTF8.self)
                 ),
+                Migration(
+                    version: "006_participant_confirm_finalize.sql",
+                    sql: String(decoding: PackageResources._06_participant_confirm_finalize_sql, as: UTF8.self)
+                ),
             ]
         case .coordinator:
             return [

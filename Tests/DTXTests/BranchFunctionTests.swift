@@ -134,6 +134,44 @@ struct BranchFunctionTests {
         }
     }
 
+    @Test("TCC confirm with finalize=true: both steps and both barrier rows in one call, answers in item order, refusals unchanged")
+    func confirmAndFinalize() async throws {
+        try await ParticipantFixture.with { p in
+            for worker: Int64 in [60, 61, 62, 63, 64] { #expect(try await p.call(.tccTry, worker).status == 200) }
+            #expect(try await p.call(.tccConfirm, 61).status == 200)  // confirm_pending already: only finalized now
+            #expect(try await p.call(.tccCancel, 63).status == 200)  // cancelled: refused
+            let stock = try await p.stock()
+            let items = [65, 60, 61, 63, 62].map { BranchRequest(workerEventId: $0, productId: 1, quantity: 10) }
+            let reply = try await p.client.post(p.service.url + "/tcc/confirm?finalize=true", json: items, timeout: .seconds(10))
+            #expect(reply.status == 200)
+            let answers = try reply.decode([BranchBatchItem].self)
+            // the function answers refusals before the finalized items: each answer is still in its request's place
+            #expect(answers.map(\.workerEventId) == [65, 60, 61, 63, 62])
+            #expect(answers.map(\.httpStatus) == [409, 200, 200, 409, 200])
+            #expect(answers[0].error?.code == .branchNotTried)
+            #expect(answers[3].error?.code == .branchCancelled)
+            #expect(answers.compactMap { $0.result?.status } == [.confirmed, .confirmed, .confirmed])
+            for worker: Int64 in [60, 61, 62] {
+                #expect(try await p.rowStatus(worker) == "confirm")
+                #expect(try await p.count("SELECT count(*) FROM barrier WHERE gid = \(worker) AND op IN ('confirm', 'finalize')") == 2)
+                // each step again, alone: a duplicate, nothing changed
+                #expect(try await p.call(.tccConfirm, worker).effect == .duplicate)
+                #expect(try await p.call(.tccFinalize, worker).effect == .duplicate)
+            }
+            #expect(try await p.rowStatus(63) == "cancel")
+            #expect(try await p.stock() == stock, "confirm and finalize move no stock")
+            // a single call does the same
+            let single = try await p.client.post(p.service.url + "/tcc/confirm?finalize=true", json: BranchRequest(workerEventId: 64, productId: 1, quantity: 10), timeout: .seconds(10))
+            #expect(try single.decode(BranchResponse.self).status == .confirmed)
+            #expect(try await p.call(.tccCancel, 64).errorCode == "branch_confirmed")
+            // only TCC confirm takes it, and only true or false
+            for (path, status) in [("/tcc/finalize?finalize=true", 400), ("/saga/confirm?finalize=true", 400), ("/tcc/confirm?finalize=yes", 400), ("/tcc/confirm?finalize=false", 200)] {
+                let answer = try await p.client.post(p.service.url + path, json: [BranchRequest(workerEventId: 60, productId: 1, quantity: 10)], timeout: .seconds(10))
+                #expect(answer.status == status, "\(path)")
+            }
+        }
+    }
+
     @Test("a batch item whose row another transaction holds waits alone; the others do not fail with it")
     func batchBusyItem() async throws {
         try await ParticipantFixture.with { p in

@@ -85,6 +85,32 @@ struct CoordinatorTests {
         }
     }
 
+    @Test("a participant that ignores finalize=true (an older version) is finalized by a second call")
+    func participantWithoutMergedFinalize() async throws {
+        let proxyClient = ServiceClient()
+        var proxyService: RunningService?
+        let proxy = FlakyProxyBox()
+        try await withCleanup {
+            try await CoordinatorFixture.with(routeB: { target in
+                let old = FlakyProxy(target: target, forwardsQuery: false)
+                await proxy.set(old)
+                let service = try await old.start(client: proxyClient)
+                proxyService = service
+                return service.url
+            }) { f in
+                let reply = try await f.post(TransactionRequest(mode: .tcc, productId: 1, quantity: 10))
+                #expect(reply.status == 200)
+                #expect(try reply.decode(TransactionView.self).status == .completed)
+                #expect(try await proxy.flaky!.calls == 3, "try, confirm (finalize=true dropped), finalize")
+                #expect(try await scalar(f.serviceB.database, "SELECT count(*) FROM transactions WHERE status = 'confirm'") == 1)
+                try await f.expectConsistent()
+            }
+        } cleanup: {
+            await proxyService?.stop()
+            try? await proxyClient.shutdown()
+        }
+    }
+
     @Test("a participant down for a while comes back: the transaction completes", arguments: Mode.allCases)
     func participantDownThenBack(mode: Mode) async throws {
         try await CoordinatorFixture.with { f in

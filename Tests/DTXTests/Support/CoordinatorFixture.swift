@@ -197,9 +197,13 @@ actor FlakyProxy {
     private var held = false
     private var waiters: [CheckedContinuation<Void, Never>] = []
 
-    init(target: String, failFirst: Int = 0) {
+    /// false: forwards the path without its query, as a participant that knows no query parameter would read it.
+    let forwardsQuery: Bool
+
+    init(target: String, failFirst: Int = 0, forwardsQuery: Bool = true) {
         self.target = target
         self.failuresLeft = failFirst
+        self.forwardsQuery = forwardsQuery
     }
 
     /// From now on, calls to these paths are forwarded, but their answer waits until `release()`.
@@ -240,7 +244,8 @@ actor FlakyProxy {
                 guard await self.admit() else { return .error(ProtocolError(.injectedFault, "flaky proxy: failing on purpose")) }
                 let body = try await request.body.collect(upTo: 65536)
                 let path = request.uri.path
-                let reply = try await client.raw("POST", self.target + path, body: Data(buffer: body), headers: [("content-type", "application/json")])
+                let query = self.forwardsQuery ? request.uri.query.map { "?" + $0 } ?? "" : ""
+                let reply = try await client.raw("POST", self.target + path + query, body: Data(buffer: body), headers: [("content-type", "application/json")])
                 if await self.held, await self.holdPaths.contains(path) {
                     await self.noteHeld()
                     await self.waitIfHeld(path)
