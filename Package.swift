@@ -114,7 +114,6 @@ let package = Package(
             dependencies: [
                 "DTXProtocol", "DTXPostgres", "DTXParticipant", "DTXCoordinator", "DTXBench",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
-                .product(name: "NIOCore", package: "swift-nio"),
             ]
         ),
         .testTarget(

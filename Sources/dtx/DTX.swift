@@ -1,6 +1,4 @@
 import ArgumentParser
-import Foundation
-import NIOCore
 
 @main
 struct DTX: AsyncParsableCommand {
@@ -13,20 +11,4 @@ struct DTX: AsyncParsableCommand {
             RelayCommand.self, PruneCommand.self,
         ]
     )
-
-    static func main() async {
-        if let loops = ProcessInfo.processInfo.environment["DTX_EXPERIMENT_LOOPS"].flatMap(Int.init) {
-            NIOSingletons.groupLoopCountSuggestion = loops
-        }
-        do {
-            var command = try parseAsRoot()
-            if var asyncCommand = command as? any AsyncParsableCommand {
-                try await asyncCommand.run()
-            } else {
-                try command.run()
-            }
-        } catch {
-            exit(withError: error)
-        }
-    }
 }
