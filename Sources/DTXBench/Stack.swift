@@ -145,24 +145,39 @@ public actor Stack {
     private func startRelay(_ rtt: Duration) async throws {
         var arguments = ["relay", "--rtt", "\(Double(rtt.inMicroseconds) / 1000)ms", "--log-level", configuration.logLevel]
         if !configuration.keepRunning { arguments += ["--parent-pid", "\(getpid())"] }
-        for link in try relayLinks() {
-            let port = try EmbeddedPostgres.freePort()
-            relayPorts[link.name] = port
-            arguments += ["--link", "\(link.name)=\(port):127.0.0.1:\(link.target)"]
-        }
+        // each link listens on a port the system chooses (0), which the relay prints: a port picked here and handed
+        // over could be taken by another program in between (it happened: a reference run ended on EADDRINUSE)
+        let links = try relayLinks()
+        for link in links { arguments += ["--link", "\(link.name)=0:127.0.0.1:\(link.target)"] }
         let relay = try ChildProcess.spawn(
             name: Self.relayName, executable: configuration.executable, arguments: arguments,
             logPath: "\(configuration.logDirectory)/\(Self.relayName).log", controlled: true
         )
         processes[Self.relayName] = relay
         let deadline = ContinuousClock.now + .seconds(30)
-        while !relayPorts.keys.allSatisfy({ relay.logTail(lines: 200).contains("relay \($0) ") }) {
+        while true {
+            let listening = Self.relayPorts(in: relay.logTail(lines: 200))
+            if links.allSatisfy({ listening[$0.name] != nil }) {
+                for link in links { relayPorts[link.name] = listening[link.name] }
+                return
+            }
             if let status = relay.exitStatus() {
                 throw LaunchError("the relay exited with status \(status) at start; its log (\(relay.logPath)) ends:\n\(relay.logTail())")
             }
             guard ContinuousClock.now < deadline else { throw LaunchError("the relay did not listen within 30 s; its log: \(relay.logPath)") }
             try await Task.sleep(for: .milliseconds(20))
         }
+    }
+
+    /// The ports in the relay's "relay NAME 127.0.0.1:PORT" lines, by link name.
+    static func relayPorts(in log: String) -> [String: Int] {
+        var ports: [String: Int] = [:]
+        for line in log.split(separator: "\n") where line.hasPrefix("relay ") {
+            let words = line.split(separator: " ")
+            guard words.count == 3, let port = words[2].split(separator: ":").last.flatMap({ Int($0) }) else { continue }
+            ports[String(words[1])] = port
+        }
+        return ports
     }
 
     /// Partitions a relay link (`Link` names): new connections refused, open ones stalled.
