@@ -84,7 +84,21 @@ enum ReportConclusions {
     static func recoveryLines(_ view: ReportScenarioView) -> [String] {
         let timelines = view.recoveries.filter { $0.recoverySeconds != nil }
         guard !timelines.isEmpty else { return [] }
-        let parts = timelines.map { "`\($0.mode.rawValue)` \(ReportFormat.seconds($0.recoverySeconds))" }
+        // one entry per mode and RTT, the runs' times in order (several with --repeat)
+        var groups: [(mode: BenchMode, rtt: Double, seconds: [Double])] = []
+        for timeline in timelines {
+            let rtt = timeline.rttMs ?? 0
+            if let index = groups.firstIndex(where: { $0.mode == timeline.mode && $0.rtt == rtt }) {
+                groups[index].seconds.append(timeline.recoverySeconds!)
+            } else {
+                groups.append((timeline.mode, rtt, [timeline.recoverySeconds!]))
+            }
+        }
+        let showRTT = Set(groups.map(\.rtt)).count > 1
+        let parts = groups.map { group in
+            "`\(group.mode.rawValue)`" + (showRTT ? " at \(ReportFormat.rtt(group.rtt))" : "") + " "
+                + group.seconds.map { ReportFormat.seconds($0) }.joined(separator: " / ")
+        }
         return ["**\(view.displayName)** (\(timelines[0].fault)): every transaction begun before the fault was final after " + parts.joined(separator: ", ") + "."]
     }
 }
