@@ -185,11 +185,12 @@ public struct StockLedger: Sendable {
                 lockTimeoutMilliseconds: lockTimeoutMilliseconds, skipLocked: skipLocked
             ), logger: logger)
         }
+        let function = thenFinalize ? "dtx_confirm_finalize" : plan.function
         // each row names its item (1-based): placed by that, not by the order the rows came in
         var items = [ItemOutcome?](repeating: nil, count: requests.count)
         for (index, effect, status, refusal) in rows {
             guard requests.indices.contains(Int(index) - 1), items[Int(index) - 1] == nil else {
-                throw ProtocolError(.internalError, "\(plan.function) answered item \(index) of \(requests.count) twice or out of range")
+                throw ProtocolError(.internalError, "\(function) answered item \(index) of \(requests.count) twice or out of range")
             }
             let request = requests[Int(index) - 1]
             if effect == "busy" {
@@ -201,7 +202,7 @@ public struct StockLedger: Sendable {
             }
         }
         let answered = items.compactMap { $0 }
-        guard answered.count == requests.count else { throw ProtocolError(.internalError, "\(plan.function) answered \(answered.count) of \(requests.count) items") }
+        guard answered.count == requests.count else { throw ProtocolError(.internalError, "\(function) answered \(answered.count) of \(requests.count) items") }
         return answered
     }
 
