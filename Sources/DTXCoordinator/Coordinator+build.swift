@@ -197,9 +197,12 @@ struct CoordinatorRoutes: Sendable {
         case .created(let created):
             transaction = created
         }
-        var logger = context.logger
-        logger[metadataKey: "dtx.worker_event_id"] = "\(transaction.id)"
-        logger[metadataKey: "dtx.mode"] = "\(body.mode.rawValue)"
+        let logger = context.logger
+        // built only for a line that is logged (setting it on the logger would format it on every request)
+        let id = transaction.id
+        @Sendable func metadata(_ error: any Error) -> Logger.Metadata {
+            ["dtx.worker_event_id": "\(id)", "dtx.mode": "\(body.mode.rawValue)", "dtx.error": "\(error)"]
+        }
 
         // From here on the transaction is logged: whatever happens, the answer carries its id (202 when not final).
         do {
@@ -207,9 +210,9 @@ struct CoordinatorRoutes: Sendable {
             // built from what was just written: no second read of the log on the hot path
             return try Self.answer(driven.view(decision: driver.machines[driven.mode].decision(in: driven.phase)), open: driven.isOpen)
         } catch let error as TransactionLog.LeaseLost {
-            logger.warning("lease lost while driving", metadata: ["dtx.error": "\(error)"])
+            logger.warning("lease lost while driving", metadata: metadata(error))
         } catch {
-            logger.error("log write failed while driving: the recovery loop will resume it", metadata: ["dtx.error": "\(error)"])
+            logger.error("log write failed while driving: the recovery loop will resume it", metadata: metadata(error))
         }
         let view = (try? await log.view(id: transaction.id)) ?? transaction.view(decision: nil)
         return try Self.answer(view, open: true)

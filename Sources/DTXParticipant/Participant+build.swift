@@ -159,10 +159,15 @@ struct ParticipantRoutes: Sendable {
         }
         let branch = try WireJSON.decode(BranchRequest.self, from: body)
         try branch.validate()
-        var logger = context.logger
-        logger[metadataKey: "dtx.worker_event_id"] = "\(branch.workerEventId)"
-        logger[metadataKey: "dtx.product_id"] = "\(branch.productId)"
-        logger[metadataKey: "dtx.op"] = "\(op.mode.rawValue).\(op.rawValue)"
+        let logger = context.logger
+        // the branch's metadata, built only for a line that is logged (setting it on the logger would format the
+        // handler's metadata on every request, whatever the level)
+        @Sendable func metadata(_ key: String, _ value: String) -> Logger.Metadata {
+            [
+                "dtx.worker_event_id": "\(branch.workerEventId)", "dtx.product_id": "\(branch.productId)",
+                "dtx.op": "\(op.mode.rawValue).\(op.rawValue)", key: "\(value)",
+            ]
+        }
         try await injectFaultsBefore(op)
         let start = ContinuousClock.now
         do {
@@ -170,15 +175,15 @@ struct ParticipantRoutes: Sendable {
             registry.latencyHistogram("dtx_branch_duration_seconds", [("mode", op.mode.rawValue), ("op", op.rawValue)])
                 .record(ContinuousClock.now - start)
             self.count(op, outcome: result.effect.rawValue)
-            if logger.logLevel <= .debug { logger.debug("branch operation", metadata: ["dtx.effect": "\(result.effect.rawValue)"]) }
+            logger.debug("branch operation", metadata: metadata("dtx.effect", result.effect.rawValue))
             try injectFaultsAfter(op)
             return try .wire(result)
         } catch let error as ProtocolError {
             self.count(op, outcome: error.code.rawValue)
             if error.httpStatus >= 500 {
-                logger.warning("branch operation failed", metadata: ["dtx.error": "\(error)"])
-            } else if logger.logLevel <= .debug {
-                logger.debug("branch operation refused", metadata: ["dtx.error": "\(error)"])
+                logger.warning("branch operation failed", metadata: metadata("dtx.error", "\(error)"))
+            } else {
+                logger.debug("branch operation refused", metadata: metadata("dtx.error", "\(error)"))
             }
             throw error
         }
