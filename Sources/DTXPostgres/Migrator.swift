@@ -35,6 +35,10 @@ public enum Schema: String, Sendable, CaseIterable {
                     version: "006_participant_confirm_finalize.sql",
                     sql: String(decoding: PackageResources._06_participant_confirm_finalize_sql, as: UTF8.self)
                 ),
+                Migration(
+                    version: "007_participant_confirm_finalize_one_write.sql",
+                    sql: String(decoding: PackageResources._07_participant_confirm_finalize_one_write_sql, as: UTF8.self)
+                ),
             ]
         case .coordinator:
             return [
