@@ -145,7 +145,7 @@ struct BranchFunctionTests {
             let reply = try await p.client.post(p.service.url + "/tcc/confirm?finalize=true", json: items, timeout: .seconds(10))
             #expect(reply.status == 200)
             let answers = try reply.decode([BranchBatchItem].self)
-            // the function answers refusals before the finalized items: each answer is still in its request's place
+            // each answer in its request's place
             #expect(answers.map(\.workerEventId) == [65, 60, 61, 63, 62])
             #expect(answers.map(\.httpStatus) == [409, 200, 200, 409, 200])
             #expect(answers[0].error?.code == .branchNotTried)
@@ -172,15 +172,18 @@ struct BranchFunctionTests {
         }
     }
 
-    @Test("a batch item whose row another transaction holds waits alone; the others do not fail with it")
-    func batchBusyItem() async throws {
+    @Test(
+        "a batch item whose row another transaction holds waits alone; the others do not fail with it",
+        arguments: [("/saga/confirm", false), ("/tcc/confirm?finalize=true", true)]
+    )
+    func batchBusyItem(path: String, tcc: Bool) async throws {
         try await ParticipantFixture.with { p in
-            for worker: Int64 in [40, 41] { #expect(try await p.call(.sagaReserve, worker).status == 200) }
+            for worker: Int64 in [40, 41] { #expect(try await p.call(tcc ? .tccTry : .sagaReserve, worker).status == 200) }
             // hold worker 41's row in an open transaction longer than the participant's lock timeout (500 ms)
             let reply = try await withDatabase(p.database) { connection in
                 try await connection.query("BEGIN", logger: TestPostgres.logger)
                 try await connection.query("SELECT 1 FROM transactions WHERE worker_event_id = 41 FOR UPDATE", logger: TestPostgres.logger)
-                let reply = try await p.client.post(p.service.url + "/saga/confirm", json: [40, 41].map { BranchRequest(workerEventId: $0, productId: 1, quantity: 10) }, timeout: .seconds(10))
+                let reply = try await p.client.post(p.service.url + path, json: [40, 41].map { BranchRequest(workerEventId: $0, productId: 1, quantity: 10) }, timeout: .seconds(10))
                 try await connection.query("ROLLBACK", logger: TestPostgres.logger)
                 return reply
             }
@@ -190,7 +193,14 @@ struct BranchFunctionTests {
             #expect(try await p.rowStatus(40) == "confirm")
             #expect(try await p.rowStatus(41) == "try")
             // retried, as the coordinator does: applied
-            #expect(try await p.call(.sagaConfirm, 41).effect == .applied)
+            if tcc {
+                let retried = try await p.client.post(p.service.url + path, json: [BranchRequest(workerEventId: 41, productId: 1, quantity: 10)], timeout: .seconds(10))
+                #expect(try retried.decode([BranchBatchItem].self).map(\.httpStatus) == [200])
+                #expect(try await p.count("SELECT count(*) FROM barrier WHERE gid = 41 AND op IN ('confirm', 'finalize')") == 2)
+            } else {
+                #expect(try await p.call(.sagaConfirm, 41).effect == .applied)
+            }
+            #expect(try await p.rowStatus(41) == "confirm")
         }
     }
 

@@ -78,6 +78,11 @@ struct RetentionTests {
                 let again = try await f.client.post(a + op.path, json: BranchRequest(workerEventId: completed[mode]!, productId: 1, quantity: 1), timeout: .seconds(5))
                 #expect(again.status == 200 && again.effect == .duplicate, "\(op): \(String(decoding: again.body, as: UTF8.self))")
             }
+            // and batched TCC's merged confirm and finalize (dtx_confirm_finalize)
+            let merged = try await f.client.post(
+                a + "/tcc/confirm?finalize=true", json: BranchRequest(workerEventId: completed[.tcc]!, productId: 1, quantity: 1), timeout: .seconds(5)
+            )
+            #expect(merged.status == 200 && merged.effect == .duplicate, "\(String(decoding: merged.body, as: UTF8.self))")
             #expect(try await f.stock(f.serviceA) == stockBefore)
             // the coordinator no longer knows the pruned ids, and says it does not know their outcome (no presumed abort)
             let gone = try await f.client.get(f.coordinatorURL + "/v1/transactions/\(completed[.tcc]!)", timeout: .seconds(5))
