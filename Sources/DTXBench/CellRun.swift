@@ -31,6 +31,18 @@ struct CellRun: Sendable {
         let cpuBefore = await cpu()
         let retriesBefore = await retries()
         let start = ContinuousClock.now
+        // CPU is counted over the measured window only, as throughput is: not the warm-up, nor the settling, waiting
+        // and invariant check after it (whose full-table reads grow with every cell and would be charged to the mode)
+        let measureFrom = start + plan.warmup
+        let measureUntil = measureFrom + plan.duration
+        let cpuWindow = Task { [self] () -> (from: [String: Double], until: [String: Double])? in
+            guard plan.count == nil else { return nil }
+            try? await Task.sleep(until: measureFrom)
+            let from = await cpu()
+            try? await Task.sleep(until: measureUntil)
+            guard ContinuousClock.now < measureUntil + .seconds(1) else { return nil }  // overslept: no clean window
+            return (from, await cpu())
+        }
         let say = self.say
         let fault = FaultInjector(scenario: scenario, stack: stack, coordinatorDatabase: verifier.coordinator, logger: logger)
             .start(for: mode, runStart: start, warmup: plan.warmup)
@@ -48,16 +60,23 @@ struct CellRun: Sendable {
             result = await generator.run(try await target(mode), plan: plan)
         }
         let faultOutcome = await fault?.value
+        let window = await cpuWindow.value
         if mode == .direct { try await settleDirectRows() }
         _ = await waitForQuiet(timeout: .seconds(120))
         let violations = try await verifier.check()
         var cpuUsed: [String: Double] = [:]
-        for (name, value) in await cpu() {
+        let (from, until): ([String: Double], [String: Double])
+        if let window { (from, until) = window } else { (from, until) = (cpuBefore, await cpu()) }
+        for (name, value) in until {
             // a process restarted during the run (crash scenarios) starts from zero: count its new life only
-            let before = cpuBefore[name] ?? 0
+            let before = from[name] ?? 0
             cpuUsed[name] = value >= before ? value - before : value
         }
-        if mode.isReference { cpuUsed["loadgen", default: 0] += ownCPU }
+        // pgbench is a child process, whose CPU is known only once it exits: its share of the measured window
+        if mode.isReference {
+            let share = window == nil ? 1 : plan.duration.inSeconds / (plan.warmup + plan.duration).inSeconds
+            cpuUsed["loadgen", default: 0] += ownCPU * share
+        }
         let retriesAfter = await retries()
         let run = RunResult(
             repetition: repetition, durationSeconds: result.measuredSeconds, transactions: result.transactions,
