@@ -6,6 +6,12 @@ public struct Migration: Sendable {
     /// The file name, recorded in `schema_migrations`.
     public let version: String
     public let sql: String
+
+    /// `file`: the file's name in sql/<schema>/; `contents`: the same file, embedded by the package.
+    init(_ file: String, _ contents: [UInt8]) {
+        self.version = file
+        self.sql = String(decoding: contents, as: UTF8.self)
+    }
 }
 
 /// The schema of one kind of dtx database.
@@ -17,40 +23,21 @@ public enum Schema: String, Sendable, CaseIterable {
         switch self {
         case .participant:
             return [
-                Migration(version: "001_participant_schema.sql", sql: String(decoding: PackageResources._01_participant_schema_sql, as: UTF8.self)),
-                Migration(version: "002_participant_seed.sql", sql: String(decoding: PackageResources._02_participant_seed_sql, as: UTF8.self)),
+                Migration("001_participant_schema.sql", PackageResources._01_participant_schema_sql),
+                Migration("002_participant_seed.sql", PackageResources._02_participant_seed_sql),
+                Migration("003_participant_initial_stock.sql", PackageResources._03_participant_initial_stock_sql),
+                Migration("004_participant_branch_functions.sql", PackageResources._04_participant_branch_functions_sql),
+                Migration("005_participant_retention.sql", PackageResources._05_participant_retention_sql),
+                Migration("006_participant_confirm_finalize.sql", PackageResources._06_participant_confirm_finalize_sql),
                 Migration(
-                    version: "003_participant_initial_stock.sql",
-                    sql: String(decoding: PackageResources._03_participant_initial_stock_sql, as: UTF8.self)
-                ),
-                Migration(
-                    version: "004_participant_branch_functions.sql",
-                    sql: String(decoding: PackageResources._04_participant_branch_functions_sql, as: UTF8.self)
-                ),
-                Migration(
-                    version: "005_participant_retention.sql",
-                    sql: String(decoding: PackageResources._05_participant_retention_sql, as: UTF8.self)
-                ),
-                Migration(
-                    version: "006_participant_confirm_finalize.sql",
-                    sql: String(decoding: PackageResources._06_participant_confirm_finalize_sql, as: UTF8.self)
-                ),
-                Migration(
-                    version: "007_participant_confirm_finalize_one_write.sql",
-                    sql: String(decoding: PackageResources._07_participant_confirm_finalize_one_write_sql, as: UTF8.self)
+                    "007_participant_confirm_finalize_one_write.sql", PackageResources._07_participant_confirm_finalize_one_write_sql
                 ),
             ]
         case .coordinator:
             return [
-                Migration(version: "001_coordinator_schema.sql", sql: String(decoding: PackageResources._01_coordinator_schema_sql, as: UTF8.self)),
-                Migration(
-                    version: "002_coordinator_log_functions.sql",
-                    sql: String(decoding: PackageResources._02_coordinator_log_functions_sql, as: UTF8.self)
-                ),
-                Migration(
-                    version: "003_coordinator_retention.sql",
-                    sql: String(decoding: PackageResources._03_coordinator_retention_sql, as: UTF8.self)
-                ),
+                Migration("001_coordinator_schema.sql", PackageResources._01_coordinator_schema_sql),
+                Migration("002_coordinator_log_functions.sql", PackageResources._02_coordinator_log_functions_sql),
+                Migration("003_coordinator_retention.sql", PackageResources._03_coordinator_retention_sql),
             ]
         }
     }
