@@ -89,6 +89,8 @@ struct BenchTests {
         #expect(conclusions.contains("`xa` 75.0 ms (floor 14 × 5ms = 70.0 ms)"))
         #expect(conclusions.contains("the order follows the round-trip counts"))
         #expect(conclusions.contains("`tcc+batch` 1.20× of `tcc`"))
+        // every row: coordinator 1 and PostgreSQL 2 s per 1,000, so without its coordinator a row costs 2 of direct's 3
+        #expect(conclusions.contains("`direct` 3.00; `tcc` 3.00 (coordinator 1.00, at most 1.50×)"))
         #expect(conclusions.contains("final after `tcc` 4.5 s"))
         let markdown = ReportRenderer.markdown(results)
         let html = ReportRenderer.html(results)
