@@ -51,7 +51,7 @@ struct CoordinatorFixture: Sendable {
         // port without another test's port-0 server taking it meanwhile
         let b = try await ParticipantFixture.Parts.startOnStablePort("ServiceB", database: databases?.b, configure: configureParticipants)
         let coordinatorDatabase = if let databases { databases.coordinator } else { try await TestPostgres.shared.newDatabase("coordinator") }
-        let client = ServiceClient()
+        let client = ServiceClient.forTests()
         var coordinator: RunningService?
         let built = CoordinatorBox()
         try await withCleanup {

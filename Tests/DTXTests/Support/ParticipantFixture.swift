@@ -6,6 +6,17 @@ import Foundation
 import PostgresNIO
 import Testing
 
+extension ServiceClient {
+    /// A test's own client. Its connect timeout is generous: the suite runs many services in parallel on a small
+    /// machine, where the 1 s default (right for a coordinator, which must give up on an unreachable participant
+    /// quickly) can pass before a loaded event loop completes a connect to loopback.
+    static func forTests(token: String? = nil) -> ServiceClient {
+        var configuration = ServiceClient.Configuration(token: token)
+        configuration.connectTimeout = .seconds(10)
+        return ServiceClient(configuration: configuration)
+    }
+}
+
 /// One participant (ServiceA) on its own fresh database, with an HTTP client to call it.
 struct ParticipantFixture: Sendable {
     let database: DatabaseURL
@@ -23,7 +34,7 @@ struct ParticipantFixture: Sendable {
         var configuration = participantConfiguration(name, database)
         configure(&configuration)
         let (service, participant) = try await RunningService.participant(configuration)
-        let client = ServiceClient(configuration: .init(token: configuration.token))
+        let client = ServiceClient.forTests(token: configuration.token)
         let fixture = ParticipantFixture(
             database: database, service: service, participant: participant, client: client, configuration: configuration
         )
