@@ -39,19 +39,23 @@ public final class KnownCoordinators: Sendable {
     }
 
     /// Whom to ask about a branch: the coordinator stored with it first, then the configured one, then every one that
-    /// has called, most recent first.
-    func candidates(for stored: String?) async -> [String] {
+    /// has called (`known`, most recent first).
+    static func candidates(stored: String?, configured: String?, known: [String]) -> [String] {
         var urls: [String] = []
-        for url in [stored, configured].compactMap({ $0 }) where !urls.contains(url) { urls.append(url) }
+        for url in [stored, configured].compactMap({ $0 }) + known where !urls.contains(url) { urls.append(url) }
+        return urls
+    }
+
+    /// The coordinators that have called, most recent first (at most 10); none when the table cannot be read.
+    func known() async -> [String] {
         do {
-            let known = try await withDeadline(Self.callTimeout) { [client, logger] in
+            return try await withDeadline(Self.callTimeout) { [client, logger] in
                 try await client.rows("SELECT url FROM coordinators ORDER BY last_seen_at DESC LIMIT 10", logger: logger)
                     .map { try $0.decode(String.self) }
             }
-            for url in known where !urls.contains(url) { urls.append(url) }
         } catch {
             logger.warning("could not read the known coordinators", metadata: ["dtx.error": "\(error)"])
+            return []
         }
-        return urls
     }
 }

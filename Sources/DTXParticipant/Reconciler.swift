@@ -15,7 +15,9 @@ import ServiceLifecycle
 /// Every stale row is visited, page by page; an error on one row is logged and counted
 /// (`dtx_reconciler_errors_total`) and the pass goes on with the next. Whom to ask comes from the row itself (the
 /// coordinator that called), else `--coordinator`, else every coordinator that has called: a branch never waits for
-/// ever because a flag was left out. A coordinator that answers 404 `unknown_transaction` never logged that
+/// ever because a flag was left out. A coordinator that does not answer (unreachable, or no answer within
+/// `coordinatorTimeout`) is not asked again in the same pass: its other branches wait for the next one, and a pass
+/// over many branches of a coordinator cut off by the network takes one timeout, not one per branch. A coordinator that answers 404 `unknown_transaction` never logged that
 /// transaction (its first record was lost in a crash of its database): presumed abort.
 public struct Reconciler: Service {
     public struct Configuration: Sendable {
@@ -57,17 +59,27 @@ public struct Reconciler: Service {
         }
     }
 
+    /// What one pass has found out so far: its report, and the coordinators that did not answer.
+    struct Pass {
+        var report = Report()
+        /// Not asked again in this pass.
+        var unanswered: Set<String> = []
+        /// The coordinators that have called, read once per pass.
+        var known: [String]?
+    }
+
     /// One pass over every leftover state. Errors are logged and counted, never thrown: the next run tries again.
     public func runOnce() async -> Report {
-        var report = Report()
-        await resolveInDoubt(&report)
-        await page(status: .confirmPending, olderThan: .zero, &report) { row, report in
+        var pass = Pass()
+        await resolveInDoubt(&pass)
+        await page(status: .confirmPending, olderThan: .zero, &pass) { row, pass in
             _ = try await ledger.perform(.tccFinalize, row.branch)
-            report.finalized += 1
+            pass.report.finalized += 1
         }
-        await page(status: .tried, olderThan: configuration.staleAfter, &report) { row, report in
-            try await resolveStaleTry(row, &report)
+        await page(status: .tried, olderThan: configuration.staleAfter, &pass) { row, pass in
+            try await resolveStaleTry(row, &pass)
         }
+        let report = pass.report
         for (action, count) in [("finalized", report.finalized), ("confirmed", report.confirmed), ("cancelled", report.cancelled),
                                 ("committed", report.committed), ("rolled_back", report.rolledBack)] where count > 0 {
             registry.counter("dtx_reconciler_actions_total", [("action", action)]).increment(by: Int64(count))
@@ -92,51 +104,51 @@ public struct Reconciler: Service {
         var updatedAt: Date
     }
 
-    private func resolveInDoubt(_ report: inout Report) async {
+    private func resolveInDoubt(_ pass: inout Pass) async {
         let branches: [BranchRequest]
         do {
             branches = try await ledger.inDoubt(olderThan: configuration.staleAfter)
         } catch {
-            failed("in-doubt prepared transactions", error, &report)
+            failed("in-doubt prepared transactions", error, &pass.report)
             return
         }
         for branch in branches {
             do {
-                switch await decision(for: branch.workerEventId, stored: nil) {
+                switch await decision(for: branch.workerEventId, stored: nil, &pass) {
                 case .commit:
                     _ = try await ledger.perform(.xaCommit, branch)
-                    report.committed += 1
+                    pass.report.committed += 1
                 case .abort:
                     _ = try await ledger.perform(.xaRollback, branch)
-                    report.rolledBack += 1
+                    pass.report.rolledBack += 1
                 case nil:
-                    report.waiting += 1
+                    pass.report.waiting += 1
                 }
             } catch {
-                failed("worker_event \(branch.workerEventId)", error, &report)
+                failed("worker_event \(branch.workerEventId)", error, &pass.report)
             }
         }
     }
 
-    private func resolveStaleTry(_ row: Row, _ report: inout Report) async throws {
-        guard let decision = await decision(for: row.branch.workerEventId, stored: row.coordinator) else {
-            report.waiting += 1
+    private func resolveStaleTry(_ row: Row, _ pass: inout Pass) async throws {
+        guard let decision = await decision(for: row.branch.workerEventId, stored: row.coordinator, &pass) else {
+            pass.report.waiting += 1
             return
         }
         switch (row.mode, decision) {
         case (.tcc, .commit):
             _ = try await ledger.perform(.tccConfirm, row.branch)
             _ = try await ledger.perform(.tccFinalize, row.branch)
-            report.confirmed += 1
+            pass.report.confirmed += 1
         case (.tcc, .abort):
             _ = try await ledger.perform(.tccCancel, row.branch)
-            report.cancelled += 1
+            pass.report.cancelled += 1
         case (.saga, .commit):
             _ = try await ledger.perform(.sagaConfirm, row.branch)
-            report.confirmed += 1
+            pass.report.confirmed += 1
         case (.saga, .abort):
             _ = try await ledger.perform(.sagaCompensate, row.branch)
-            report.cancelled += 1
+            pass.report.cancelled += 1
         case (.xa, _):
             break  // XA rows are written committed; nothing stays in 'try'
         }
@@ -145,7 +157,7 @@ public struct Reconciler: Service {
     /// Visits every row in `status` not updated for `olderThan`, oldest first, a page at a time; `body` runs per row,
     /// and a row it fails on is logged and counted.
     private func page(
-        status: RowStatus, olderThan: Duration, _ report: inout Report, _ body: (Row, inout Report) async throws -> Void
+        status: RowStatus, olderThan: Duration, _ pass: inout Pass, _ body: (Row, inout Pass) async throws -> Void
     ) async {
         var after: (Date, Int64)?
         while true {
@@ -153,14 +165,14 @@ public struct Reconciler: Service {
             do {
                 rows = try await self.rows(status: status, olderThan: olderThan, after: after)
             } catch {
-                failed("reading rows in \(status.rawValue)", error, &report)
+                failed("reading rows in \(status.rawValue)", error, &pass.report)
                 return
             }
             for row in rows {
                 do {
-                    try await body(row, &report)
+                    try await body(row, &pass)
                 } catch {
-                    failed("worker_event \(row.branch.workerEventId)", error, &report)
+                    failed("worker_event \(row.branch.workerEventId)", error, &pass.report)
                 }
             }
             guard rows.count == configuration.pageSize, let last = rows.last else { return }
@@ -202,9 +214,11 @@ public struct Reconciler: Service {
     }
 
     /// The coordinators' decision for a global transaction, asking each candidate until one knows; nil when none has
-    /// decided yet or none can be asked.
-    func decision(for workerEventId: Int64, stored: String?) async -> Decision? {
-        for url in await coordinators.candidates(for: stored) {
+    /// decided yet or none can be asked. A coordinator that does not answer is left out for the rest of the pass.
+    func decision(for workerEventId: Int64, stored: String?, _ pass: inout Pass) async -> Decision? {
+        if pass.known == nil { pass.known = await coordinators.known() }
+        for url in KnownCoordinators.candidates(stored: stored, configured: coordinators.configured, known: pass.known ?? [])
+        where !pass.unanswered.contains(url) {
             do {
                 let reply = try await client.get("\(url)/v1/transactions/\(workerEventId)", timeout: configuration.coordinatorTimeout)
                 if reply.status == 200 { return try reply.decode(TransactionView.self).decision }
@@ -218,7 +232,8 @@ public struct Reconciler: Service {
                     "dtx.worker_event_id": "\(workerEventId)", "dtx.coordinator": "\(url)", "dtx.http_status": "\(reply.status)",
                 ])
             } catch {
-                logger.warning("coordinator not reachable", metadata: [
+                pass.unanswered.insert(url)
+                logger.warning("coordinator not reachable: not asked again in this pass", metadata: [
                     "dtx.worker_event_id": "\(workerEventId)", "dtx.coordinator": "\(url)", "dtx.error": "\(error)",
                 ])
             }

@@ -4,6 +4,9 @@ import DTXPostgres
 import DTXProtocol
 import Foundation
 import Hummingbird
+import NIOCore
+import NIOPosix
+import Synchronization
 import Testing
 
 @Suite("Participant: restarts, reconciler, bad input")
@@ -102,6 +105,37 @@ struct ParticipantRecoveryTests {
             #expect(try await p.rowStatus(41) == "try")
             #expect(try await p.count("SELECT count(*) FROM pg_prepared_xacts WHERE database = current_database()") == 1)
             _ = try await p.call(.xaRollback, 42)
+        }
+    }
+
+    @Test("a coordinator that never answers is asked once per pass, not once per stale branch")
+    func reconcilerWithSilentCoordinator() async throws {
+        let silent = try await SilentServer.start()
+        try await withCleanup {
+            try await ParticipantFixture.with(configure: {
+                $0.coordinatorURL = silent.url
+                $0.reconciler.staleAfter = .zero
+                $0.reconciler.coordinatorTimeout = .milliseconds(300)
+            }) { p in
+                let workers: [Int64] = [61, 62, 63, 64, 65]
+                for worker in workers {
+                    let reply = try await p.call(.tccTry, worker)
+                    #expect(reply.status == 200)
+                }
+                let report = await p.participant.reconciler.runOnce()
+                #expect(report.waiting == 5)
+                // one connection, one request that timed out; the other four branches were not asked in this pass
+                #expect(silent.connections() == 1)
+                for worker in workers {
+                    let status = try await p.rowStatus(worker)
+                    #expect(status == "try")
+                }
+                // the next pass asks again (once)
+                #expect(await p.participant.reconciler.runOnce().waiting == 5)
+                #expect(silent.connections() == 2)
+            }
+        } cleanup: {
+            try? await silent.channel.close()
         }
     }
 
@@ -226,5 +260,30 @@ extension ParticipantFixture {
             await service.stop()
             try? await client.shutdown()
         }
+    }
+}
+
+/// A TCP server that accepts connections and never answers (a coordinator cut off by the network, or hung); it
+/// counts the connections it accepted.
+struct SilentServer: Sendable {
+    final class Count: Sendable {
+        let value = Mutex(0)
+    }
+
+    let channel: any Channel
+    let accepted: Count
+
+    var url: String { "http://127.0.0.1:\(channel.localAddress!.port!)" }
+    func connections() -> Int { accepted.value.withLock { $0 } }
+
+    static func start() async throws -> SilentServer {
+        let accepted = Count()
+        let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .childChannelInitializer { child in
+                accepted.value.withLock { $0 += 1 }
+                return child.eventLoop.makeSucceededVoidFuture()
+            }
+            .bind(host: "127.0.0.1", port: 0).get()
+        return SilentServer(channel: channel, accepted: accepted)
     }
 }
