@@ -15,10 +15,11 @@ import ServiceLifecycle
 /// Every stale row is visited, page by page; an error on one row is logged and counted
 /// (`dtx_reconciler_errors_total`) and the pass goes on with the next. Whom to ask comes from the row itself (the
 /// coordinator that called), else `--coordinator`, else every coordinator that has called: a branch never waits for
-/// ever because a flag was left out. A coordinator that does not answer (unreachable, or no answer within
-/// `coordinatorTimeout`) is not asked again in the same pass: its other branches wait for the next one, and a pass
-/// over many branches of a coordinator cut off by the network takes one timeout, not one per branch. A coordinator that answers 404 `unknown_transaction` never logged that
-/// transaction (its first record was lost in a crash of its database): presumed abort.
+/// ever because a flag was left out. A coordinator that answers 404 `unknown_transaction` never logged that
+/// transaction (its first record was lost in a crash of its database): presumed abort. A coordinator that does not
+/// answer (unreachable, or silent past `coordinatorTimeout`) is not asked again in the same pass: its other branches
+/// wait for the next one, so a pass over many branches of a coordinator cut off by the network takes one timeout,
+/// not one per branch.
 public struct Reconciler: Service {
     public struct Configuration: Sendable {
         public var interval: Duration = .seconds(300)

@@ -18,11 +18,14 @@ enum ReportConclusions {
             + "their statements, each waited for in turn): " + [BenchMode.direct, .tcc, .saga, .xa].map { "`\($0.rawValue)` \(criticalPath[$0]!)" }
                 .joined(separator: ", ") + ". Batched rows have the same count plus a wait in a queue (`tcc+batch` "
                 + "\(criticalPath[.tccBatch]!): confirm and finalize in one call).")
+        var cpuExplained = false
         for view in views {
             lines += latencyLines(view, protocols: protocols)
             lines += throughputLines(view, protocols: protocols)
             // what "at most" means, once: with the first scenario that has the line
-            lines += cpuLines(view, protocols: protocols, explain: !lines.contains { $0.contains(", where the CPU goes**") })
+            let cpu = cpuLines(view, protocols: protocols, explain: !cpuExplained)
+            cpuExplained = cpuExplained || !cpu.isEmpty
+            lines += cpu
             lines += batchingLines(view)
             lines += recoveryLines(view)
         }
