@@ -234,6 +234,7 @@ public struct Reconciler: Service {
                 ])
             } catch {
                 pass.unanswered.insert(url)
+                registry.counter("dtx_reconciler_unanswered_total").increment()
                 logger.warning("coordinator not reachable: not asked again in this pass", metadata: [
                     "dtx.worker_event_id": "\(workerEventId)", "dtx.coordinator": "\(url)", "dtx.error": "\(error)",
                 ])

@@ -122,17 +122,23 @@ struct ParticipantRecoveryTests {
                     let reply = try await p.call(.tccTry, worker)
                     #expect(reply.status == 200)
                 }
+                func unanswered() async throws -> String? {
+                    let metrics = String(decoding: try await p.client.get(p.service.url + "/metrics", timeout: .seconds(5)).body, as: UTF8.self)
+                    return metrics.split(separator: "\n").first { $0.hasPrefix("dtx_reconciler_unanswered_total ") }.map(String.init)
+                }
                 let report = await p.participant.reconciler.runOnce()
                 #expect(report.waiting == 5)
-                // one connection, one request that timed out; the other four branches were not asked in this pass
-                #expect(silent.connections() == 1)
+                // one ask, which timed out; the other four branches were not asked in this pass
+                #expect(try await unanswered() == "dtx_reconciler_unanswered_total 1")
+                try await eventually("the silent coordinator accepted the connection") { silent.connections() >= 1 }
                 for worker in workers {
                     let status = try await p.rowStatus(worker)
                     #expect(status == "try")
                 }
-                // the next pass asks again (once)
+                // the next pass asks again, once
                 #expect(await p.participant.reconciler.runOnce().waiting == 5)
-                #expect(silent.connections() == 2)
+                #expect(try await unanswered() == "dtx_reconciler_unanswered_total 2")
+                try await eventually("the silent coordinator accepted a second connection") { silent.connections() >= 2 }
             }
         } cleanup: {
             try? await silent.channel.close()
