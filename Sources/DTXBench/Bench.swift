@@ -153,7 +153,7 @@ public struct Bench: Sendable {
             )
             let cell = CellRun(
                 scenario: scenario, stack: stack, client: client, loadDatabase: loadDatabase, verifier: verifier,
-                postmasters: [urls.a, urls.b, urls.coordinator].compactMap(Self.postmasterPID).uniqued(), rttMs: rtt.milliseconds,
+                postgresServers: Self.postgresServers(urls), rttMs: rtt.milliseconds,
                 outputDirectory: options.outputDirectory, say: say, logger: logger
             )
             do {
@@ -218,6 +218,18 @@ public struct Bench: Sendable {
     }
 
     /// The postmaster of an embedded server on this machine, found by its data folder's port setting.
+    /// The PostgreSQL servers on this machine whose CPU the bench counts, each by its CPU column: one per part
+    /// (`postgres-coordinator`, `postgres-ServiceA`, `postgres-ServiceB`) when each part has its own server, as the
+    /// throwaway servers do, so that the coordinator's log is told apart from the participants' work; one `postgres` for
+    /// them all when parts share a server.
+    static func postgresServers(_ urls: (a: DatabaseURL, b: DatabaseURL, coordinator: DatabaseURL)) -> [(column: String, pid: pid_t)] {
+        let parts = [("coordinator", urls.coordinator), ("ServiceA", urls.a), ("ServiceB", urls.b)]
+        let found = parts.compactMap { name, url in postmasterPID(url).map { (column: "postgres-" + name, pid: $0) } }
+        let pids = found.map(\.pid).uniqued()
+        if pids.count == found.count { return found }
+        return pids.map { (column: "postgres", pid: $0) }
+    }
+
     static func postmasterPID(_ url: DatabaseURL) -> pid_t? {
         guard case .tcp(let host, let port) = url.endpoint, host == "127.0.0.1" else { return nil }
         let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []

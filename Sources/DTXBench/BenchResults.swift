@@ -126,8 +126,9 @@ public struct CellSummary: Codable, Sendable {
     public var latencyMs: Percentiles
     public var outcomes: Outcomes
     public var retries: Int
-    /// CPU seconds per 1,000 global transactions, by process: "coordinator", "ServiceA", "ServiceB", "postgres",
-    /// "loadgen".
+    /// CPU seconds per 1,000 global transactions, by process: "coordinator", "ServiceA", "ServiceB", each PostgreSQL
+    /// server ("postgres-coordinator", "postgres-ServiceA", "postgres-ServiceB"; one "postgres" when the parts share a
+    /// server, and in results written before the servers were told apart), "loadgen", "relay".
     public var cpuSecondsPer1000: [String: Double]
     /// Median throughput over `local`'s median throughput at the same client count (nil when local was not run).
     public var ratioToLocal: Double?

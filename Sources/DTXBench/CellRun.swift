@@ -18,8 +18,8 @@ struct CellRun: Sendable {
     /// ServiceA's database as the load generator reaches it (through the relay when there is one), for `local`.
     let loadDatabase: PostgresClient
     let verifier: Verifier
-    /// The postmasters of the servers, for the "postgres" CPU column.
-    let postmasters: [pid_t]
+    /// The postmasters of the servers, by CPU column (`Bench.postgresServers`).
+    let postgresServers: [(column: String, pid: pid_t)]
     let rttMs: Double
     let outputDirectory: String
     let say: @Sendable (String) -> Void
@@ -161,12 +161,13 @@ struct CellRun: Sendable {
         return Int(total)
     }
 
-    /// CPU seconds so far per process: the services and the relay, PostgreSQL (every server's postmaster and
-    /// backends), this load generator.
+    /// CPU seconds so far per process: the services and the relay, PostgreSQL (each server's postmaster and backends),
+    /// this load generator.
     func cpu() async -> [String: Double] {
         var result = await stack.cpuSeconds()
-        let postgres = postmasters.compactMap { ProcessCPU.treeSeconds(root: $0) }
-        if !postgres.isEmpty { result["postgres"] = postgres.reduce(0, +) }
+        for server in postgresServers {
+            if let seconds = ProcessCPU.treeSeconds(root: server.pid) { result[server.column, default: 0] += seconds }
+        }
         if let own = ProcessCPU.seconds(pid: getpid(), includeChildren: false) { result["loadgen"] = own }
         return result
     }

@@ -11,12 +11,15 @@ import Glibc
 /// of `dtx bench --rtt` as a user would start them, including Ctrl-C and a failed start, after which nothing is left.
 @Suite("Bench: summary, report model, short --rtt runs", .serialized)
 struct BenchTests {
-    static func run(_ throughput: Double, p50: Double, repetition: Int = 1, held: Bool = true) -> RunResult {
+    /// `cpuPer1000`: CPU seconds per 1,000 transactions by process.
+    static func run(
+        _ throughput: Double, p50: Double, repetition: Int = 1, held: Bool = true, cpuPer1000: [String: Double] = ["coordinator": 1, "postgres": 2]
+    ) -> RunResult {
         RunResult(
             repetition: repetition, durationSeconds: 1, transactions: Int(throughput), throughput: throughput,
             latencyMs: Percentiles(p50: p50, p90: p50 * 1.5, p99: p50 * 2, p999: p50 * 3, max: p50 * 4),
             outcomes: Outcomes(completed: Int(throughput)), retries: 0,
-            cpuSeconds: ["coordinator": throughput / 1000, "postgres": throughput / 500], invariantsHeld: held, violations: held ? [] : ["broken"]
+            cpuSeconds: cpuPer1000.mapValues { $0 * throughput / 1000 }, invariantsHeld: held, violations: held ? [] : ["broken"]
         )
     }
 
@@ -130,6 +133,23 @@ struct BenchTests {
         }
     }
 
+    @Test("where the CPU goes: with one PostgreSQL server per part, the coordinator's log server counts as the coordinator's")
+    func cpuLineWithServersApart() throws {
+        let cpu = ["coordinator": 1.0, "postgres-coordinator": 0.5, "ServiceA": 0.5, "postgres-ServiceA": 0.5, "postgres-ServiceB": 0.5]
+        let runs: [CellKey: [RunResult]] = [
+            CellKey(mode: .direct, clients: 16, rttMs: 0): [Self.run(900, p50: 3, cpuPer1000: ["ServiceA": 0.5, "postgres-ServiceA": 0.5])],
+            CellKey(mode: .tccBatch, clients: 16, rttMs: 0): [Self.run(300, p50: 9, cpuPer1000: cpu)],
+        ]
+        var results = Self.results()
+        results.scenarios = [ScenarioResult(name: "uniform", description: "d", parameters: [:], cells: BenchSummary.cells(runs), recoveries: [])]
+        let view = try #require(ReportScenarioView.all(results).first)
+        #expect(view.processes == ["coordinator", "ServiceA", "postgres-coordinator", "postgres-ServiceA", "postgres-ServiceB"])
+        let line = try #require(ReportConclusions.cpuLines(view, protocols: [.tccBatch], explain: true).first)
+        // 3.0 in all, 1.5 of it the coordinator's process and log server: the rest is 1.5, direct's 1.0 over it
+        #expect(line.contains("`direct` 1.00; `tcc+batch` 3.00 (coordinator 1.50, at most 0.67×)"), "\(line)")
+        #expect(line.contains("its process and its log's PostgreSQL server"))
+    }
+
     @Test("a short --rtt bench: cells at 0 and 5 ms, the p50 at 5 ms at least its round trips times 5 ms, invariants, nothing left")
     func shortRTTBench() async throws {
         let out = "/tmp/dtx-test-\(getpid())-bench-rtt"
@@ -143,6 +163,10 @@ struct BenchTests {
         let cells = results.scenarios[0].cells
         #expect(Set(cells.map(\.rttMs)) == [0, 5])
         #expect(cells.allSatisfy { $0.summary.invariantsHeld })
+        for cell in cells {
+            let servers = Set(cell.summary.cpuSecondsPer1000.keys.filter { $0.hasPrefix("postgres") })
+            #expect(servers == ["postgres-coordinator", "postgres-ServiceA", "postgres-ServiceB"], "each server its own CPU column")
+        }
         for cell in cells where cell.rttMs == 5 {
             let floor = Double(ReportConclusions.criticalPath[cell.mode]!) * 5
             #expect(cell.summary.latencyMs.p50 >= floor, "\(cell.mode.rawValue): p50 \(cell.summary.latencyMs.p50) ms under \(floor) ms")

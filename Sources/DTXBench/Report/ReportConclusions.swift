@@ -75,23 +75,29 @@ enum ReportConclusions {
     /// Where the CPU goes, at the largest client count on loopback (0 ms RTT), where every part shares the machine's
     /// cores and throughput goes as the inverse of the CPU each transaction costs: each protocol row's CPU per 1,000
     /// transactions, and the most it could reach against `direct` if its coordinator cost nothing (the participants,
-    /// PostgreSQL and the load generator doing the same work): `direct`'s CPU over the row's without the coordinator's.
-    /// That part is the protocol's own work at the participants and in the database, which no coordinator can save.
+    /// their databases and the load generator doing the same work): `direct`'s CPU over the row's without the
+    /// coordinator's. The coordinator's is its process's and, when the bench told the servers apart, its log's server's.
+    /// The rest is the protocol's own work at the participants and in their databases, which no coordinator can save.
     static func cpuLines(_ view: ReportScenarioView, protocols: [BenchMode], explain: Bool) -> [String] {
         guard let clients = view.largestClients, view.rtts.first == 0,
               let direct = view.cell(.direct, clients: clients, rtt: 0), case let directCPU = total(direct), directCPU > 0
         else { return [] }
+        var withLog = false
         let parts = protocols.compactMap { mode -> String? in
-            guard let cell = view.cell(mode, clients: clients, rtt: 0), let coordinator = cell.summary.cpuSecondsPer1000["coordinator"],
-                  case let withoutCoordinator = total(cell) - coordinator, withoutCoordinator > 0
+            guard let cell = view.cell(mode, clients: clients, rtt: 0), let process = cell.summary.cpuSecondsPer1000["coordinator"]
             else { return nil }
+            let log = cell.summary.cpuSecondsPer1000["postgres-coordinator"]
+            let coordinator = process + (log ?? 0)
+            guard case let withoutCoordinator = total(cell) - coordinator, withoutCoordinator > 0 else { return nil }
+            if log != nil { withLog = true }
             return "`\(mode.rawValue)` \(ReportFormat.cpu(total(cell))) (coordinator \(ReportFormat.cpu(coordinator)), "
                 + "at most \(ReportFormat.ratio(directCPU / withoutCoordinator)))"
         }
         guard !parts.isEmpty else { return [] }
-        let explanation = " *At most* estimates the throughput a row could reach against `direct` if its coordinator cost nothing "
-            + "(`direct`'s CPU over the row's without the coordinator's): the rest is the protocol's own work at the participants and "
-            + "in the database, and the load generator's."
+        let coordinatorWord = withLog ? "coordinator (its process and its log's PostgreSQL server)" : "coordinator"
+        let explanation = " *At most* estimates the throughput a row could reach against `direct` if its \(coordinatorWord) cost "
+            + "nothing (`direct`'s CPU over the row's without the coordinator's): the rest is the protocol's own work at the "
+            + "participants and in their databases, and the load generator's."
         return ["**\(view.displayName), where the CPU goes** (\(reportClientsText(clients)), 0 ms RTT, every process on this machine): "
             + "CPU seconds per 1,000 transactions, `direct` \(ReportFormat.cpu(directCPU)); " + parts.joined(separator: ", ") + "."
             + (explain ? explanation : "")]

@@ -148,7 +148,10 @@ enum ReportModes {
 
     /// Process keys of the CPU columns, in a fixed order, then any others alphabetically.
     static func orderedProcesses<S: Sequence>(_ processes: S) -> [String] where S.Element == String {
-        let fixed = ["coordinator", "ServiceA", "ServiceB", "postgres", "loadgen", "relay"]
+        let fixed = [
+            "coordinator", "ServiceA", "ServiceB", "postgres", "postgres-coordinator", "postgres-ServiceA", "postgres-ServiceB", "loadgen",
+            "relay",
+        ]
         let unique = Set(processes)
         return fixed.filter { unique.contains($0) } + unique.subtracting(fixed).sorted()
     }
