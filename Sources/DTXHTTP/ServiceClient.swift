@@ -1,4 +1,5 @@
 import AsyncHTTPClient
+import DTXPostgres
 import DTXProtocol
 import Foundation
 import Logging
@@ -78,8 +79,14 @@ public struct ServiceClient: Sendable {
         if let token, !request.headers.contains(name: "authorization") {
             request.headers.add(name: "authorization", value: "Bearer \(token)")
         }
+        let deadline = ContinuousClock.now + timeout
         let response = try await httpClient.execute(request, timeout: .nanoseconds(timeout.inNanoseconds))
-        let body = try await response.body.collect(upTo: 16 * 1024 * 1024)
+        // AsyncHTTPClient's deadline ends when the response head arrives: the body gets what is left of the call's time,
+        // so that a peer that stalls after its head (a frozen process, a half-open connection) cannot hold the call,
+        // and the request or the recovery pass waiting on it, for ever.
+        let body = try await withDeadline(max(deadline - .now, .milliseconds(1))) {
+            try await response.body.collect(upTo: 16 * 1024 * 1024)
+        }
         return Reply(status: Int(response.status.code), body: Data(buffer: body))
     }
 

@@ -26,8 +26,9 @@ public func withDeadline<T: Sendable>(_ limit: Duration, _ operation: @escaping 
         gate.set(continuation)
         let work = Mutex<Task<Void, Never>?>(nil)
         let timer = MultiThreadedEventLoopGroup.singleton.any().scheduleTask(in: .nanoseconds(limit.components.seconds * 1_000_000_000 + limit.components.attoseconds / 1_000_000_000)) {
-            work.withLock { $0?.cancel() }
+            // the answer first: the cancelled operation's own error (a CancellationError) must not take its place
             gate.resume(with: .failure(DeadlineExceeded(limit: limit)))
+            work.withLock { $0?.cancel() }
         }
         work.withLock {
             $0 = Task {

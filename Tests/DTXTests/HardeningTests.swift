@@ -52,6 +52,39 @@ struct HardeningTests {
         }
     }
 
+    @Test("a peer that sends a response head and then stalls: the call ends at its timeout, with no answer")
+    func stalledBody() async throws {
+        let stalled = try await SilentServer.start(greeting: "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{")
+        let client = ServiceClient.forTests()
+        try await withCleanup {
+            // bounded from outside too, so that a call that never ends fails the test instead of hanging it
+            let outcome = try await withThrowingTaskGroup(of: String.self) { group in
+                group.addTask {
+                    do {
+                        _ = try await client.post(stalled.url + "/tcc/confirm", json: ["a": 1], timeout: .milliseconds(500))
+                        return "answered"
+                    } catch is DeadlineExceeded {
+                        return "deadline"
+                    } catch {
+                        return "other error: \(error)"
+                    }
+                }
+                group.addTask {
+                    try await Task.sleep(for: .seconds(60))
+                    return "still waiting after 60 s"
+                }
+                let first = try await group.next()!
+                group.cancelAll()
+                return first
+            }
+            #expect(outcome == "deadline")
+            #expect(stalled.connections() == 1)
+        } cleanup: {
+            try? await client.shutdown()
+            try? await stalled.channel.close()
+        }
+    }
+
     @Test("paging: every transaction once, newest first, filters held across pages, null next on the last page")
     func paging() async throws {
         try await CoordinatorFixture.with { f in

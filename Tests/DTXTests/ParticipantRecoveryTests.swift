@@ -268,28 +268,3 @@ extension ParticipantFixture {
         }
     }
 }
-
-/// A TCP server that accepts connections and never answers (a coordinator cut off by the network, or hung); it
-/// counts the connections it accepted.
-struct SilentServer: Sendable {
-    final class Count: Sendable {
-        let value = Mutex(0)
-    }
-
-    let channel: any Channel
-    let accepted: Count
-
-    var url: String { "http://127.0.0.1:\(channel.localAddress!.port!)" }
-    func connections() -> Int { accepted.value.withLock { $0 } }
-
-    static func start() async throws -> SilentServer {
-        let accepted = Count()
-        let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-            .childChannelInitializer { child in
-                accepted.value.withLock { $0 += 1 }
-                return child.eventLoop.makeSucceededVoidFuture()
-            }
-            .bind(host: "127.0.0.1", port: 0).get()
-        return SilentServer(channel: channel, accepted: accepted)
-    }
-}
