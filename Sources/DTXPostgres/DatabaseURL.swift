@@ -186,6 +186,7 @@ public struct DatabaseURL: Sendable, Hashable, CustomStringConvertible {
         }
         configuration.options.maximumConnections = maximumConnections
         configuration.options.connectTimeout = .seconds(5)
+        configuration.options.additionalStartupParameters = Self.sessionSettings
         return configuration
     }
 }
@@ -214,8 +215,16 @@ extension DatabaseURL {
             configuration = .init(unixSocketPath: path, username: self.username, password: self.password, database: self.database)
         }
         configuration.options.connectTimeout = .seconds(5)
+        configuration.options.additionalStartupParameters = Self.sessionSettings
         return configuration
     }
+
+    /// Settings of every session dtx opens, whatever the server, database or role say: `synchronous_commit = on`, so
+    /// that a write answered as done is on disk (a branch operation, a commit point, an id block, a claim's epoch).
+    /// A server tuned with `synchronous_commit = off` would otherwise lose them in a crash of its machine, and with them
+    /// the protocol's promises. Writes that recovery can redo turn it off for their own transaction
+    /// (`set_config('synchronous_commit', 'off', true)` in the coordinator's log functions).
+    static let sessionSettings = [("synchronous_commit", "on")]
 
     /// Opens one connection, runs `body`, closes it. For admin work and checks, not for serving traffic.
     public func withConnection<Result: Sendable>(

@@ -101,6 +101,29 @@ struct FoundationTests {
         }
     }
 
+    @Test("every session dtx opens commits durably, even on a database whose default is synchronous_commit = off")
+    func sessionsAreDurable() async throws {
+        let url = try await TestPostgres.shared.newDatabase("durable")
+        try await withDatabase(url) { _ = try await $0.query(PostgresQuery(unsafeSQL: "ALTER DATABASE \(url.database) SET synchronous_commit = off"), logger: TestPostgres.logger) }
+        func setting(_ connection: PostgresConnection) async throws -> String {
+            for try await value in try await connection.query("SELECT current_setting('synchronous_commit')", logger: TestPostgres.logger).decode(String.self) {
+                return value
+            }
+            return "none"
+        }
+        // a session without dtx's settings gets the database's default
+        var plain = try url.connectionConfiguration()
+        plain.options.additionalStartupParameters = []
+        let other = try await PostgresConnection.connect(configuration: plain, id: 9, logger: TestPostgres.logger)
+        #expect(try await setting(other) == "off")
+        try await other.close()
+        #expect(try await url.withConnection(logger: TestPostgres.logger) { try await setting($0) } == "on")
+        let client = PostgresClient(configuration: try url.clientConfiguration(maximumConnections: 1), backgroundLogger: TestPostgres.logger)
+        let run = Task { await client.run() }
+        #expect(try await client.withConnection { try await setting($0) } == "on")
+        run.cancel()
+    }
+
     @Test("an unreachable server gets a one-line message")
     func unreachable() async throws {
         let url = try DatabaseURL("postgres://postgres@127.0.0.1:\(try EmbeddedPostgres.freePort())/nothing")
