@@ -32,6 +32,10 @@ public enum Schema: String, Sendable, CaseIterable {
                 Migration(
                     "007_participant_confirm_finalize_one_write.sql", PackageResources._07_participant_confirm_finalize_one_write_sql
                 ),
+                Migration(
+                    "008_participant_prune_skips_locked_products.sql",
+                    PackageResources._08_participant_prune_skips_locked_products_sql
+                ),
             ]
         case .coordinator:
             return [

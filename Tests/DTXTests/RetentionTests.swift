@@ -95,6 +95,32 @@ struct RetentionTests {
         }
     }
 
+    @Test("a product whose row a prepared XA branch holds does not stop retention: its branches wait, the others go")
+    func pruneSkipsHeldProduct() async throws {
+        try await ParticipantFixture.with { p in
+            for (worker, product) in [(Int64(201), Int64(1)), (202, 2)] {
+                #expect(try await p.call(.sagaReserve, worker, product: product, quantity: 1).status == 200)
+                #expect(try await p.call(.sagaConfirm, worker, product: product, quantity: 1).status == 200)
+            }
+            try await Task.sleep(for: Self.horizon + .milliseconds(500))  // both branches past the horizon
+            // prepared, not committed: the prepared transaction holds product 1's row until COMMIT PREPARED
+            #expect(try await p.call(.xaPrepare, 203, product: 1, quantity: 1).status == 200)
+            // (before sql/participant/008 the prune waited for that row, holding product 2's meanwhile)
+            let held = try await withDeadline(.seconds(30)) { try await Self.prune(p.database) }
+            #expect(held.pruned["transactions"] == 1, "\(held)")
+            #expect(try await p.count("SELECT count(*) FROM transactions WHERE worker_event_id = 202") == 0)
+            #expect(try await p.count("SELECT count(*) FROM transactions WHERE worker_event_id = 201") == 1)
+            #expect(try await p.count("SELECT committed_pruned FROM products WHERE id = 2") == 1)
+            #expect(try await p.call(.sagaReserve, 204, product: 2, quantity: 1).status == 200)
+            // once committed, product 1's old branch goes too (the XA branch itself is newer than the horizon)
+            #expect(try await p.call(.xaCommit, 203, product: 1, quantity: 1).status == 200)
+            let free = try await withDeadline(.seconds(30)) { try await Self.prune(p.database) }
+            #expect(free.pruned["transactions"] == 1, "\(free)")
+            #expect(try await p.count("SELECT count(*) FROM transactions WHERE worker_event_id = 201") == 0)
+            #expect(try await p.count("SELECT committed_pruned FROM products WHERE id = 1") == 1)
+        }
+    }
+
     @Test("dtx prune --dry-run says what would go and changes nothing; without it, it prunes")
     func pruneCommand() async throws {
         // a short first phase: a branch is kept until its first phase's end is a horizon old
