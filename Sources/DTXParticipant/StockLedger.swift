@@ -81,7 +81,8 @@ public struct StockLedger: Sendable {
     }
 
     /// Runs many second-phase operations of one kind: one statement for all of them (TCC and Saga), or one round trip
-    /// each, at once (XA). One item's refusal or failure never fails another.
+    /// each, at once (XA). One item's refusal or failure never fails another, and every call is bounded on its own
+    /// (`operationTimeout`), so the answer has every item.
     public func performBatch(_ op: BranchOperation, _ requests: [BranchRequest], thenFinalize: Bool = false) async -> [BranchBatchItem] {
         switch op {
         case .xaCommit, .xaRollback:
@@ -94,20 +95,27 @@ public struct StockLedger: Sendable {
                 return items.map { $0! }
             }
         default:
+            let outcomes: [ItemOutcome]
             do {
-                var items: [BranchBatchItem] = []
-                for (request, outcome) in zip(requests, try await secondPhase(op, requests, skipLocked: true, thenFinalize: thenFinalize)) {
-                    switch outcome {
-                    case .done(let response): items.append(await item(op, request) { response })
-                    case .refused(let error): items.append(await item(op, request) { throw error })
-                    // a row another transaction held: run it alone, waiting for the lock like a single call does
-                    case .busy: items.append(await item(op, request) { try await self.perform(op, request, thenFinalize: thenFinalize) })
-                    }
-                }
-                return items
+                outcomes = try await bounded { try await self.secondPhase(op, requests, skipLocked: true, thenFinalize: thenFinalize) }
             } catch {
                 let error = Self.translate(error) as? ProtocolError ?? ProtocolError(.databaseUnavailable, "\(error)")
                 return requests.map { BranchBatchItem(workerEventId: $0.workerEventId, productId: $0.productId, httpStatus: error.httpStatus, result: nil, error: error) }
+            }
+            return await withTaskGroup(of: (Int, BranchBatchItem).self) { group in
+                var items = [BranchBatchItem?](repeating: nil, count: requests.count)
+                for (index, (request, outcome)) in zip(requests, outcomes).enumerated() {
+                    switch outcome {
+                    case .done(let response): items[index] = await item(op, request) { response }
+                    case .refused(let error): items[index] = await item(op, request) { throw error }
+                    // a row another transaction held: run it alone, waiting for the lock like a single call does; the
+                    // busy items at once, so that together they wait one lock timeout, not one each
+                    case .busy:
+                        group.addTask { (index, await self.item(op, request) { try await self.perform(op, request, thenFinalize: thenFinalize) }) }
+                    }
+                }
+                for await (index, item) in group { items[index] = item }
+                return items.map { $0! }
             }
         }
     }
