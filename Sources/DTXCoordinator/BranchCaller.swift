@@ -126,8 +126,12 @@ struct BranchCaller: Sendable {
             guard items.count == requests.count else {
                 return requests.map { _ in .retry("\(key.participant) answered \(items.count) items for \(requests.count)") }
             }
-            return items.map { item in
-                CallOutcome(status: item.httpStatus, decode: {
+            return zip(requests, items).map { request, item in
+                // answers come in item order; one that names another branch is not taken for this one
+                guard item.workerEventId == request.workerEventId && item.productId == request.productId else {
+                    return .retry("\(key.participant) answered for another branch (\(item.workerEventId)/\(item.productId))")
+                }
+                return CallOutcome(status: item.httpStatus, decode: {
                     guard let result = item.result else { throw ProtocolError(.internalError, "a 200 item without a result") }
                     return result
                 }, error: item.error)
@@ -151,7 +155,13 @@ struct BranchCaller: Sendable {
             attempt += 1
             guard transaction.deadline.timeIntervalSinceNow > wait.inSeconds else { return outcome }
             registry.counter("dtx_branch_retries_total", [("op", "\(op.mode.rawValue).\(op.rawValue)")]).increment()
-            try? await Task.sleep(for: wait)
+            do {
+                try await Task.sleep(for: wait)
+            } catch {
+                // cancelled (the coordinator is stopping): a sleep that returns at once would make this a busy loop of
+                // calls until the deadline; the driver decides nothing for a cancelled task (recovery goes on later)
+                return outcome
+            }
         }
     }
 

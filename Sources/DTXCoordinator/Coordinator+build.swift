@@ -102,7 +102,8 @@ public func buildCoordinator(
     let application = Application(
         router: router,
         configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "dtx-coordinator"),
-        services: [holderLock, postgres, recovery, retention, ServiceClientLifecycle(client: client)],
+        // shut down in reverse order (after the HTTP server): the recovery loop stops before the client it calls with
+        services: [holderLock, postgres, ServiceClientLifecycle(client: client), recovery, retention],
         onServerRunning: { channel in
             let port = channel.localAddress?.port ?? configuration.port
             if configuration.advertiseURL == nil { advertised.set(Coordinator.defaultURL(configuration, port: port)) }

@@ -82,11 +82,26 @@ public struct CoordinatorConfiguration: Sendable {
                 throw CoordinatorConfigurationError("participant '\(participant.name)' has URL '\(participant.url)': give http://HOST:PORT")
             }
         }
+        // each would make the coordinator spin, abort everything or never finish a second phase
+        let positive: [(String, Duration)] = [
+            ("--branch-timeout", timing.branchTimeout), ("--global-timeout", timing.globalTimeout),
+            ("--initial-backoff", timing.initialBackoff), ("--recovery-interval", timing.recoveryInterval),
+            ("the database timeout", timing.databaseTimeout),
+        ]
+        for (name, value) in positive where value <= .zero {
+            throw CoordinatorConfigurationError("\(name) must be above 0")
+        }
+        guard timing.maxBackoff >= timing.initialBackoff else {
+            throw CoordinatorConfigurationError("--max-backoff (\(timing.maxBackoff)) must be at least --initial-backoff (\(timing.initialBackoff))")
+        }
+        guard maxDatabaseConnections >= 1, recoveryBatch >= 1 else {
+            throw CoordinatorConfigurationError("--max-connections must be at least 1")
+        }
         guard timing.leaseDuration > timing.globalTimeout + timing.branchTimeout else {
             throw CoordinatorConfigurationError("the lease (\(timing.leaseDuration)) must be longer than the global timeout plus one branch call")
         }
-        guard timing.responseWait < timing.leaseDuration else {
-            throw CoordinatorConfigurationError("the response wait must be shorter than the lease")
+        guard timing.responseWait >= .zero, timing.responseWait < timing.leaseDuration else {
+            throw CoordinatorConfigurationError("--response-wait must be from 0 to less than the lease")
         }
         guard (1...Limits.maxBatchItems).contains(batchMaxItems) else {
             throw CoordinatorConfigurationError("--batch-max must be from 1 to \(Limits.maxBatchItems)")

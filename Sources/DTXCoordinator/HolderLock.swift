@@ -35,11 +35,24 @@ public struct HolderLock: Service {
         }
     }
 
+    /// Takes the lock without waiting: when the server still keeps an earlier session of this process that holds it
+    /// (a connection lost on the way, which the server has not seen close yet), this fails and the caller tries again
+    /// later, rather than leaving a session blocked in the server that would take the lock whenever the old one goes.
     /// Bounded (see `withDeadline`): a lost call would otherwise keep the lock from ever being taken again.
     static func lock(_ connection: PostgresConnection, holder: Int64, logger: Logger) async throws {
-        try await withDeadline(.seconds(10)) {
-            _ = try await connection.query("SELECT pg_advisory_lock(dtx_holder_lock_namespace(), \(Int32(truncatingIfNeeded: holder)))", logger: logger)
+        let taken = try await withDeadline(.seconds(10)) {
+            let rows = try await connection.query(
+                "SELECT pg_try_advisory_lock(dtx_holder_lock_namespace(), \(Int32(truncatingIfNeeded: holder)))", logger: logger
+            )
+            for try await taken in rows.decode(Bool.self) { return taken }
+            return false
         }
+        guard taken else { throw LockHeldElsewhere(holder: holder) }
+    }
+
+    struct LockHeldElsewhere: Error, CustomStringConvertible {
+        var holder: Int64
+        var description: String { "the liveness lock of holder \(holder) is still held by an earlier session the server has not seen close" }
     }
 
     public func run() async throws {
@@ -59,11 +72,14 @@ public struct HolderLock: Service {
                     if Task.isCancelled { return }
                     logger.warning("the connection holding this coordinator's liveness lock closed: taking it again")
                 }
+                var new: PostgresConnection?
                 do {
-                    let new = try await PostgresConnection.connect(configuration: try url.connectionConfiguration(), id: 1, logger: logger)
-                    try await Self.lock(new, holder: holder, logger: logger)
+                    new = try await PostgresConnection.connect(configuration: try url.connectionConfiguration(), id: 1, logger: logger)
+                    try await Self.lock(new!, holder: holder, logger: logger)
                     connection = new
                 } catch {
+                    // a connection that did not get the lock is closed, not left open in the server
+                    if let new { try? await new.close() }
                     logger.warning("cannot take this coordinator's liveness lock yet", metadata: ["dtx.error": "\(error)"])
                     try? await Task.sleep(for: .seconds(1))
                 }

@@ -31,6 +31,8 @@ struct TransactionDriver: Sendable {
                 // a driver whose lease has run out by its own clock calls no participant: another may hold the row now
                 guard ContinuousClock.now < transaction.leaseValidUntil else { throw TransactionLog.LeaseLost(id: transaction.id) }
                 let outcome = try await run(step, &transaction, until: until)
+                // a cancelled driver (the coordinator is stopping) decides nothing: recovery goes on from the logged phase
+                try Task.checkCancellation()
                 guard let transition = machine.transition(from: transaction.phase, after: outcome) else {
                     try await markBroken(&transaction, "\(transaction.mode.rawValue) has no move from phase '\(transaction.phase)' after \(outcome)")
                     break

@@ -39,7 +39,7 @@ public func buildParticipant(
     logger: Logger,
     onServerRunning: @escaping @Sendable (Int) async -> Void = { _ in }
 ) async throws -> Participant {
-    try ParticipantConfiguration.validateName(configuration.name)
+    try configuration.validate()
     var logger = logger
     logger[metadataKey: "dtx.service"] = "\(configuration.name)"
 
@@ -103,7 +103,8 @@ public func buildParticipant(
     let application = Application(
         router: router,
         configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: configuration.name),
-        services: [postgres, reconciler, retention, ServiceClientLifecycle(client: client)],
+        // shut down in reverse order (after the HTTP server): the reconciler stops before the client it asks with
+        services: [postgres, ServiceClientLifecycle(client: client), reconciler, retention],
         onServerRunning: { channel in await onServerRunning(channel.localAddress?.port ?? configuration.port) },
         logger: logger
     )

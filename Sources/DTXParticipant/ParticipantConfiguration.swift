@@ -34,6 +34,15 @@ public struct ParticipantConfiguration: Sendable {
             throw ConfigurationError("participant name '\(name)' must be 1 to 40 letters, digits or _ (it becomes part of XA gids)")
         }
     }
+
+    /// Settings that would make the service spin, refuse all work or never answer, each with the flag to fix.
+    func validate() throws {
+        try Self.validateName(name)
+        guard lockTimeout > .zero else { throw ConfigurationError("--lock-timeout must be above 0 (0 would wait for a row lock for ever)") }
+        guard reconciler.interval > .zero else { throw ConfigurationError("--reconcile-interval must be above 0") }
+        guard reconciler.staleAfter >= .zero else { throw ConfigurationError("--stale-after must not be negative") }
+        guard maxDatabaseConnections >= 1 else { throw ConfigurationError("--max-connections must be at least 1") }
+    }
 }
 
 /// Fault injection for the benchmark's flaky scenario. Off by default.

@@ -199,6 +199,43 @@ struct CrashRecoveryTests {
         }
     }
 
+    @Test("the liveness lock taken again after its connection is lost: never by a session left waiting in the server")
+    func livenessLockRetaken() async throws {
+        let database = try await TestPostgres.shared.newDatabase("relock")
+        try await withDatabase(database) { _ = try await Migrator.migrate(.coordinator, connection: $0, logger: TestPostgres.logger) }
+        let lock = try await HolderLock.acquire(database, logger: TestPostgres.logger)
+        let service = try await RunningService.start { report in
+            Task { await report(0) }
+            return lock
+        }
+        func waiting() async throws -> Int64 {
+            try await scalar(database, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")
+        }
+        @Sendable func held() async throws -> Int64 {
+            try await scalar(database, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND objid = \(lock.holder)")
+        }
+        try await withCleanup {
+            // the server drops the lock's session, and another session takes the lock before the service can
+            try await withDatabase(database) { other in
+                try await other.query(
+                    "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND objid = \(lock.holder) AND granted",
+                    logger: TestPostgres.logger
+                )
+                try await other.query("SELECT pg_advisory_lock(dtx_holder_lock_namespace(), \(Int32(lock.holder)))", logger: TestPostgres.logger)
+                // the service tries again every second meanwhile; none of its tries may stay blocked in the server
+                // (before, each one waited there, took the lock the moment this session let go, and was never closed)
+                for _ in 0..<25 {
+                    #expect(try await waiting() == 0)
+                    try await Task.sleep(for: .milliseconds(100))
+                }
+                try await other.query("SELECT pg_advisory_unlock(dtx_holder_lock_namespace(), \(Int32(lock.holder)))", logger: TestPostgres.logger)
+            }
+            try await eventually("the service holds its lock again") { try await held() == 1 }
+        } cleanup: {
+            await service.stop()
+        }
+    }
+
     @Test("a dead coordinator's rows are claimed at once, a live one's not until its lease ends")
     func liveness() async throws {
         let database = try await TestPostgres.shared.newDatabase("liveness")

@@ -1,10 +1,11 @@
 @testable import DTXCoordinator
 import DTXHTTP
-import DTXParticipant
+@testable import DTXParticipant
 import DTXPostgres
 import DTXProtocol
 import Foundation
 import Hummingbird
+import Prometheus
 import Testing
 
 /// Idempotency keys, paging, XA against a server without 2PC, rows the machines cannot drive, presumed abort, and a
@@ -82,6 +83,63 @@ struct HardeningTests {
         } cleanup: {
             try? await client.shutdown()
             try? await stalled.channel.close()
+        }
+    }
+
+    @Test("settings that would spin, refuse all work or never finish are refused at start, naming the flag")
+    func unsafeSettings() throws {
+        let url = try DatabaseURL("postgres://postgres@127.0.0.1:1/x")
+        func coordinator(_ change: (inout CoordinatorConfiguration) -> Void) -> String {
+            var configuration = CoordinatorConfiguration(databaseURL: url, participants: [.init(name: "ServiceA", url: "http://127.0.0.1:1")])
+            change(&configuration)
+            do { try configuration.validate() } catch { return "\(error)" }
+            return "accepted"
+        }
+        #expect(coordinator { _ in } == "accepted")
+        #expect(coordinator { $0.timing.initialBackoff = .zero }.contains("--initial-backoff must be above 0"))
+        #expect(coordinator { $0.timing.recoveryInterval = .zero }.contains("--recovery-interval must be above 0"))
+        #expect(coordinator { $0.timing.branchTimeout = .zero }.contains("--branch-timeout must be above 0"))
+        #expect(coordinator { $0.timing.maxBackoff = .milliseconds(50) }.contains("--max-backoff"))
+        #expect(coordinator { $0.maxDatabaseConnections = 0 }.contains("--max-connections"))
+        #expect(coordinator { $0.timing.responseWait = .seconds(-1) }.contains("--response-wait"))
+        func participant(_ change: (inout ParticipantConfiguration) -> Void) -> String {
+            var configuration = ParticipantConfiguration(name: "ServiceA", databaseURL: url)
+            change(&configuration)
+            do { try configuration.validate() } catch { return "\(error)" }
+            return "accepted"
+        }
+        #expect(participant { _ in } == "accepted")
+        #expect(participant { $0.lockTimeout = .zero }.contains("--lock-timeout must be above 0"))
+        #expect(participant { $0.reconciler.interval = .zero }.contains("--reconcile-interval"))
+        #expect(participant { $0.maxDatabaseConnections = 0 }.contains("--max-connections"))
+        #expect(participant { $0.name = "Service-A" }.contains("letters, digits or _"))
+    }
+
+    @Test("a first phase retried against a participant that is down stops when its task is cancelled (the coordinator stopping)")
+    func firstPhaseStopsWhenCancelled() async throws {
+        let client = ServiceClient.forTests()
+        let caller = BranchCaller(
+            client: client, participants: ["ServiceA": "http://127.0.0.1:\(try EmbeddedPostgres.freePort())"], branchTimeout: .seconds(1),
+            policy: RetryPolicy(initial: .milliseconds(20), maximum: .milliseconds(100)), advertisedURL: AdvertisedURL("http://127.0.0.1:9"),
+            batcher: nil, registry: PrometheusCollectorRegistry(), logger: TestPostgres.logger
+        )
+        let transaction = GlobalTransaction(
+            id: 1, mode: .tcc, status: .pending, phase: "try", errorMessage: nil,
+            branches: [BranchRecord(participant: "ServiceA", productId: 1, quantity: 1)], deadline: Date(timeIntervalSinceNow: 120),
+            attempts: 0, createdAt: Date(), epoch: 1, leaseValidUntil: .now + .seconds(120)
+        )
+        try await withCleanup {
+            let call = Task {
+                var branch = transaction.branches[0]
+                _ = await caller.callWithinDeadline(.tccTry, &branch, transaction: transaction)
+                return branch.attempts
+            }
+            call.cancel()
+            // before, a cancelled sleep returned at once and the loop called again, and again, until the 120 s deadline
+            let attempts = try await withDeadline(.seconds(30)) { await call.value }
+            #expect(attempts >= 1)
+        } cleanup: {
+            try? await client.shutdown()
         }
     }
 
