@@ -150,7 +150,7 @@ struct BranchCaller: Sendable {
             branch.attempts += 1
             let outcome = await call(op, branch, transaction: transaction, timeout: min(branchTimeout, .milliseconds(Int64(left * 1000))))
             guard case .retry(let reason) = outcome else { return outcome }
-            branch.lastError = "\(op.rawValue): \(reason)"
+            branch.lastError = BranchRecord.note("\(op.rawValue): \(reason)")
             let wait = policy.backoff(attempt: attempt)
             attempt += 1
             guard transaction.deadline.timeIntervalSinceNow > wait.inSeconds else { return outcome }
@@ -177,12 +177,12 @@ struct BranchCaller: Sendable {
             case .done(let response):
                 return response
             case .refused(let error):
-                branch.lastError = "\(op.rawValue): \(error)"
+                branch.lastError = BranchRecord.note("\(op.rawValue): \(error)")
                 logger.error("participant refused a second-phase call: retrying", metadata: [
                     "dtx.worker_event_id": "\(transaction.id)", "dtx.service": "\(branch.participant)", "dtx.error": "\(error)",
                 ])
             case .retry(let reason):
-                branch.lastError = "\(op.rawValue): \(reason)"
+                branch.lastError = BranchRecord.note("\(op.rawValue): \(reason)")
             }
             let wait = policy.backoff(attempt: attempt)
             attempt += 1
@@ -203,4 +203,13 @@ public final class AdvertisedURL: Sendable {
     public init(_ url: String) { self.url = Mutex(url) }
     public var value: String { url.withLock { $0 } }
     func set(_ value: String) { url.withLock { $0 = value } }
+}
+
+extension BranchRecord {
+    /// A branch's last error as the log keeps it: text from a participant, with no NUL (which jsonb refuses, and with
+    /// it the whole log write of that batch, again at every retry) and at most 500 characters.
+    static func note(_ text: String) -> String {
+        let clean = text.replacingOccurrences(of: "\u{0}", with: "")
+        return clean.count > 500 ? String(clean.prefix(500)) + "…" : clean
+    }
 }

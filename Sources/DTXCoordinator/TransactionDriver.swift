@@ -59,7 +59,7 @@ struct TransactionDriver: Sendable {
         let from = transaction.phase
         transaction.phase = transition.phase
         transaction.status = transition.status
-        if let error = transition.error { transaction.errorMessage = error }
+        if let error = transition.error { transaction.errorMessage = BranchRecord.note(error) }
         guard try await log.record(transaction, expectedPhase: from, durable: transition.durable) else {
             throw TransactionLog.LeaseLost(id: transaction.id)
         }
@@ -147,7 +147,7 @@ struct TransactionDriver: Sendable {
             return nil
         case .refused(let error):
             branch.state = .refused
-            branch.lastError = "\(step.op.rawValue): \(error)"
+            branch.lastError = BranchRecord.note("\(step.op.rawValue): \(error)")
             return "\(what) refused: \(error.code): \(error.message)"
         case .retry(let reason):
             return "\(what) did not succeed within the global timeout: \(reason)"

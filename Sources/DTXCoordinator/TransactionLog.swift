@@ -143,10 +143,24 @@ public struct TransactionLog: Sendable {
             let (id, status, mode, phase, error, branches, deadline, attempts, createdAt, epoch) = try row.decode(
                 (Int64, String, String, String, String?, String, Date, Int32, Date, Int64).self
             )
-            result.append(try transaction(id, status, mode, phase, error, branches, deadline, attempts, createdAt, epoch))
+            do {
+                result.append(try transaction(id, status, mode, phase, error, branches, deadline, attempts, createdAt, epoch))
+            } catch {
+                // a row this version cannot read (written by hand, or by another version) must not take the rest of the
+                // claim with it, nor come back every lease: it is set aside for an hour, still open, for an operator
+                logger.error("a claimed transaction cannot be read: set aside for an hour", metadata: [
+                    "dtx.worker_event_id": "\(id)", "dtx.error": "\(error)",
+                ])
+                _ = try? await client.rows(
+                    "SELECT dtx_postpone(\(id), \(epoch), \(phase), \(branches)::jsonb, \(Self.unreadableDelay.inSeconds))", logger: logger
+                )
+            }
         }
         return result
     }
+
+    /// How long a claimed row this version cannot read is set aside.
+    static let unreadableDelay: Duration = .seconds(3600)
 
     func transaction(
         _ id: Int64, _ status: String, _ mode: String, _ phase: String, _ error: String?, _ branches: String, _ deadline: Date,

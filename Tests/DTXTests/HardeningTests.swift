@@ -5,6 +5,7 @@ import DTXPostgres
 import DTXProtocol
 import Foundation
 import Hummingbird
+import PostgresNIO
 import Prometheus
 import Testing
 
@@ -236,6 +237,36 @@ struct HardeningTests {
             #expect(try await scalar(f.coordinatorDatabase, "SELECT count(*) FROM worker_events WHERE open") == 0)
             // the coordinator goes on serving
             #expect(try await f.post(TransactionRequest(mode: .saga, productId: 1, quantity: 1)).status == 200)
+        }
+    }
+
+    @Test("a claimed row this version cannot read (an unknown branch state) is set aside; the rest of the claim is driven")
+    func unreadableRow() async throws {
+        let database = try await TestPostgres.shared.newDatabase("unreadable")
+        try await withDatabase(database) { _ = try await Migrator.migrate(.coordinator, connection: $0, logger: TestPostgres.logger) }
+        try await withDatabase(database) { connection in
+            try await connection.query(
+                """
+                INSERT INTO worker_events (id, status, mode, phase, request, branches, deadline_at)
+                VALUES (1, 'pending', 'tcc', 'try', '{}', '[{"participant": "ServiceA", "product_id": 1, "quantity": 1, "state": "bogus", "attempts": 0}]', now()),
+                       (2, 'pending', 'tcc', 'try', '{}', '[]', now())
+                """,
+                logger: TestPostgres.logger
+            )
+        }
+        try await PostgresClientRunner(url: database).run { client in
+            let log = TransactionLog(
+                client: client, owner: "t", holder: 1, lease: .seconds(30), ids: IdAllocator(client: client, logger: TestPostgres.logger),
+                machines: ModeMachines(), logger: TestPostgres.logger
+            )
+            // before, the claim threw for both: each came back every lease, and row 2 was never driven
+            let first = try await log.claim(limit: 10)
+            #expect(first.map(\.id) == [2])
+            let setAside = try await scalar(database, "SELECT count(*) FROM worker_events WHERE id = 1 AND open AND next_retry_at > now() + interval '50 minutes'")
+            #expect(setAside == 1)
+            // (row 2 comes again: this test's holder holds no liveness lock, so its claim counts as a dead one's)
+            let second = try await log.claim(limit: 10)
+            #expect(second.map(\.id) == [2])
         }
     }
 

@@ -51,6 +51,14 @@ struct MachineTests {
         Row(machine: "xa", phase: "rollback", outcome: refused, expected: nil),
     ]
 
+    @Test("a participant's error text is kept without NUL (jsonb refuses it) and to 500 characters")
+    func errorNote() {
+        #expect(BranchRecord.note("refused\u{0}: no") == "refused: no")
+        let long = BranchRecord.note(String(repeating: "x", count: 2000))
+        #expect(long.count == 501 && long.hasSuffix("…"))
+        #expect(BranchRecord.note("short") == "short")
+    }
+
     @Test("every phase and outcome leads where the table says", arguments: rows)
     func transitions(row: Row) {
         #expect(Self.machine(row.machine).transition(from: row.phase, after: row.outcome) == row.expected)
