@@ -49,6 +49,7 @@ let package = Package(
                 .embedInCode("SQL/coordinator/001_coordinator_schema.sql"),
                 .embedInCode("SQL/coordinator/002_coordinator_log_functions.sql"),
                 .embedInCode("SQL/coordinator/003_coordinator_retention.sql"),
+                .embedInCode("SQL/coordinator/004_coordinator_log_lock_order.sql"),
             ]
         ),
         // What every dtx HTTP service shares: JSON errors, bearer token, metrics, the branch HTTP client.

@@ -20,14 +20,15 @@ struct LogWriter: Sendable {
             let statement = BeginStatement(
                 items: items, timeoutSeconds: globalTimeout.inSeconds, owner: owner, holder: holder, leaseSeconds: lease.inSeconds
             )
-            return try await client.rows(statement, logger: logger)
+            // rows come in the order the items were written (sql/coordinator/004: by key), each with its item number
+            return try await client.rows(statement, logger: logger).sorted { $0.0 < $1.0 }
         }
     }
 
     func record(_ items: [RecordStatement.Item], durable: Bool) async -> [Result<Bool, any Error>] {
         await each(items.count) { [self] in
             let statement = RecordStatement(items: items, leaseSeconds: lease.inSeconds, durable: durable)
-            return try await client.rows(statement, logger: logger).map(\.1)
+            return try await client.rows(statement, logger: logger).sorted { $0.0 < $1.0 }.map(\.1)
         }
     }
 

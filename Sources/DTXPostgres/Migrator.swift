@@ -42,6 +42,7 @@ public enum Schema: String, Sendable, CaseIterable {
                 Migration("001_coordinator_schema.sql", PackageResources._01_coordinator_schema_sql),
                 Migration("002_coordinator_log_functions.sql", PackageResources._02_coordinator_log_functions_sql),
                 Migration("003_coordinator_retention.sql", PackageResources._03_coordinator_retention_sql),
+                Migration("004_coordinator_log_lock_order.sql", PackageResources._04_coordinator_log_lock_order_sql),
             ]
         }
     }

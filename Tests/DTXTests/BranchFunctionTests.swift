@@ -177,15 +177,15 @@ struct BranchFunctionTests {
         arguments: [("/saga/confirm", false), ("/tcc/confirm?finalize=true", true)]
     )
     func batchBusyItem(path: String, tcc: Bool) async throws {
-        // four busy items one after the other would wait 4 x 500 ms, past the 1.4 s a database call may take here: the
+        // six busy items one after the other would wait 6 x 500 ms, past the 2.5 s a database call may take here: the
         // whole batch was then a 503, the item that was done included
-        try await ParticipantFixture.with(configure: { $0.operationTimeout = .milliseconds(1400) }) { p in
-            let busy: [Int64] = [41, 42, 43, 44]
+        try await ParticipantFixture.with(configure: { $0.operationTimeout = .milliseconds(2500) }) { p in
+            let busy: [Int64] = [41, 42, 43, 44, 45, 46]
             for worker in [40] + busy { #expect(try await p.call(tcc ? .tccTry : .sagaReserve, worker).status == 200) }
             // hold the busy items' rows in an open transaction longer than the participant's lock timeout (500 ms)
             let reply = try await withDatabase(p.database) { connection in
                 try await connection.query("BEGIN", logger: TestPostgres.logger)
-                try await connection.query("SELECT 1 FROM transactions WHERE worker_event_id IN (41, 42, 43, 44) FOR UPDATE", logger: TestPostgres.logger)
+                try await connection.query("SELECT 1 FROM transactions WHERE worker_event_id IN (41, 42, 43, 44, 45, 46) FOR UPDATE", logger: TestPostgres.logger)
                 let items = ([40] + busy).map { BranchRequest(workerEventId: $0, productId: 1, quantity: 10) }
                 let reply = try await p.client.post(p.service.url + path, json: items, timeout: .seconds(10))
                 try await connection.query("ROLLBACK", logger: TestPostgres.logger)
@@ -193,8 +193,9 @@ struct BranchFunctionTests {
             }
             #expect(reply.status == 200, "\(String(decoding: reply.body, as: UTF8.self))")
             let answers = try reply.decode([BranchBatchItem].self)
-            #expect(answers.map(\.httpStatus) == [200, 503, 503, 503, 503])
-            #expect(answers.dropFirst().allSatisfy { $0.error?.code == .lockTimeout })
+            #expect(answers.map(\.httpStatus) == [200] + busy.map { _ in 503 })
+            // the lock timeout, or on a loaded machine the call's own bound: each item answers for itself
+            #expect(answers.dropFirst().allSatisfy { [.lockTimeout, .databaseUnavailable].contains($0.error?.code) })
             #expect(try await p.rowStatus(40) == "confirm")
             for worker in busy { #expect(try await p.rowStatus(worker) == "try") }
             // retried, as the coordinator does: applied

@@ -270,6 +270,45 @@ struct HardeningTests {
         }
     }
 
+    @Test("two group commits carrying the same Idempotency-Keys in opposite order wait for each other; neither deadlocks")
+    func beginKeysInAnyOrder() async throws {
+        let database = try await TestPostgres.shared.newDatabase("keyorder")
+        try await withDatabase(database) { _ = try await Migrator.migrate(.coordinator, connection: $0, logger: TestPostgres.logger) }
+        @Sendable func begin(_ connection: PostgresConnection, _ ids: [Int64], _ keys: [String]) async throws -> [(Int32, Bool, Int64)] {
+            let statement = BeginStatement(
+                items: zip(ids, keys).map { .init(id: $0, mode: "tcc", phase: "try", request: "{}", branches: "[]", idempotencyKey: $1) },
+                timeoutSeconds: 10, owner: "t", holder: 1, leaseSeconds: 20
+            )
+            var rows: [(Int32, Bool, Int64)] = []
+            for try await row in try await connection.execute(statement, logger: TestPostgres.logger) { rows.append((row.0, row.1, row.3)) }
+            return rows.sorted { $0.0 < $1.0 }
+        }
+        try await withDatabase(database) { first in
+            try await withDatabase(database) { second in
+                for connection in [first, second] {
+                    try await connection.query("BEGIN", logger: TestPostgres.logger)
+                    try await connection.query("SET LOCAL lock_timeout = '30s'", logger: TestPostgres.logger)
+                }
+                _ = try await begin(first, [1], ["key-a"])
+                // keys b, a: written a first, so it waits for the first session before it holds b
+                let waiting = Task { try await begin(second, [2, 3], ["key-b", "key-a"]) }
+                try await eventually("the second session waits for the first") {
+                    try await scalar(database, "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'") == 1
+                }
+                // before sql/coordinator/004 the second held b already: this waited for it, and one of the two was a deadlock
+                let b = try await begin(first, [4], ["key-b"])
+                #expect(b.map(\.1) == [true])
+                try await first.query("COMMIT", logger: TestPostgres.logger)
+                let answers = try await waiting.value
+                // both keys were taken first by the other session: each item answers the existing row, in item order
+                #expect(answers.map(\.0) == [1, 2])
+                #expect(answers.map(\.1) == [false, false])
+                #expect(answers.map(\.2) == [4, 1])
+                try await second.query("COMMIT", logger: TestPostgres.logger)
+            }
+        }
+    }
+
     @Test("an id the log may have handed out but has no row for is 404 unknown_transaction (presumed abort); others 404 not_found")
     func unknownTransaction() async throws {
         try await CoordinatorFixture.with { f in
