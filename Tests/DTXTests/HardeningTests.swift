@@ -353,6 +353,56 @@ struct HardeningTests {
         }
     }
 
+    @Test("presumed abort only from the branch's own coordinator: another that has called and does not know the id is not believed")
+    func presumedAbortFromOwnerOnly() async throws {
+        try await CoordinatorFixture.with { f in
+            let participant = try await ParticipantFixture.Parts.start("ServiceA", database: f.serviceA.database) { configuration in
+                configuration.reconciler.staleAfter = .zero
+            }
+            let client = ServiceClient.forTests()
+            let gone = "http://127.0.0.1:\(try EmbeddedPostgres.freePort())"  // this branch's coordinator, unreachable
+            try await withCleanup {
+                let id = try await f.post(TransactionRequest(mode: .tcc, productId: 1, quantity: 10)).decode(TransactionView.self).id
+                // ids the fixture's coordinator handed out and never logged: it answers unknown_transaction for both
+                for (worker, coordinator) in [(id + 1, f.coordinatorURL), (id + 2, gone)] {
+                    let reply = try await client.post(
+                        participant.service.url + "/tcc/try", json: BranchRequest(workerEventId: worker, productId: 1, quantity: 10),
+                        headers: [(CoordinatorHeader.name, coordinator)], timeout: .seconds(5)
+                    )
+                    #expect(reply.status == 200)
+                }
+                let report = await participant.participant.reconciler.runOnce()
+                // its own coordinator's word cancels id + 1; id + 2 belongs to the unreachable one and waits for it
+                #expect(report.cancelled == 1)
+                #expect(try await scalar(f.serviceA.database, "SELECT count(*) FROM transactions WHERE worker_event_id = \(id + 1) AND status = 'cancel'") == 1)
+                #expect(try await scalar(f.serviceA.database, "SELECT count(*) FROM transactions WHERE worker_event_id = \(id + 2) AND status = 'try'") == 1)
+            } cleanup: {
+                await participant.service.stop()
+                try? await client.shutdown()
+            }
+        }
+    }
+
+    @Test("the reconciler's pages, one row each, visit every waiting row once")
+    func reconcilerPagesOneRowEach() async throws {
+        let stub = try await DecisionStub.start { _ in .some(nil) }  // not decided yet: every row waits
+        try await withCleanup {
+            try await ParticipantFixture.with(configure: { configuration in
+                configuration.coordinatorURL = stub.url
+                configuration.reconciler.staleAfter = .zero
+                configuration.reconciler.pageSize = 1
+            }) { p in
+                for worker in Int64(1)...5 { #expect(try await p.call(.tccTry, worker, quantity: 1).status == 200) }
+                // the page cursor is (updated_at, id) as a Date: exact to the microsecond for any date near now (a
+                // Double holds about 0.1 µs there), so a page's last row is never read again
+                let report = try await withDeadline(.seconds(60)) { await p.participant.reconciler.runOnce() }
+                #expect(report.waiting == 5)
+            }
+        } cleanup: {
+            await stub.service.stop()
+        }
+    }
+
     @Test("the reconciler visits every stale row page by page, and one row's error does not stop the rest")
     func reconcilerIsolatesErrors() async throws {
         let stub = try await DecisionStub.start { _ in .some(.abort) }
