@@ -172,6 +172,7 @@ struct BranchCaller: Sendable {
     ) async throws -> BranchResponse {
         var attempt = 0
         while true {
+            guard ContinuousClock.now < until else { throw Postponed() }
             branch.attempts += 1
             switch await call(op, branch, transaction: transaction, timeout: branchTimeout, thenFinalize: thenFinalize) {
             case .done(let response):

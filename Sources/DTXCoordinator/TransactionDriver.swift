@@ -60,10 +60,11 @@ struct TransactionDriver: Sendable {
         transaction.phase = transition.phase
         transaction.status = transition.status
         if let error = transition.error { transaction.errorMessage = BranchRecord.note(error) }
+        let sent = ContinuousClock.now
         guard try await log.record(transaction, expectedPhase: from, durable: transition.durable) else {
             throw TransactionLog.LeaseLost(id: transaction.id)
         }
-        transaction.leaseValidUntil = log.leaseValidUntil
+        transaction.leaseValidUntil = log.leaseValidUntil(sent: sent)
         if logger.logLevel <= .debug {
             logger.debug("transaction moved", metadata: [
                 "dtx.worker_event_id": "\(transaction.id)", "dtx.phase": "\(transaction.phase)", "dtx.status": "\(transaction.status.rawValue)",
@@ -86,7 +87,9 @@ struct TransactionDriver: Sendable {
         case .firstPhase(let branchStep, let order):
             return await firstPhase(branchStep, order, &transaction)
         case .secondPhase(let steps, let order):
-            try await secondPhase(steps, order, &transaction, until: until)
+            // no call may outlive this driver's lease (by then another driver may hold the row): the second phase stops
+            // one branch call before it, and what is left goes back to the recovery loop
+            try await secondPhase(steps, order, &transaction, until: min(until, transaction.leaseValidUntil - caller.branchTimeout))
             return .succeeded
         }
     }

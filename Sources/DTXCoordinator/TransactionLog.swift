@@ -67,8 +67,9 @@ public struct TransactionLog: Sendable {
         public var description: String { "worker_event \(id): the lease was lost (another driver holds it now, or it ran out)" }
     }
 
-    /// When a lease taken or renewed now runs out by this process's clock, less a margin for the database's answer.
-    var leaseValidUntil: ContinuousClock.Instant { .now + lease - min(.seconds(2), lease / 4) }
+    /// When a lease taken or renewed by a statement sent at `sent` runs out by this process's clock, less a margin.
+    /// Counted from the send, not the answer: the database may have written the lease long before its answer came.
+    func leaseValidUntil(sent: ContinuousClock.Instant) -> ContinuousClock.Instant { sent + lease - min(.seconds(2), lease / 4) }
 
     /// What `begin` found.
     enum Begun {
@@ -83,6 +84,7 @@ public struct TransactionLog: Sendable {
     func begin(
         mode: Mode, request: TransactionRequest, branches: [BranchRecord], globalTimeout: Duration, idempotencyKey: String?
     ) async throws -> Begun {
+        let sent = ContinuousClock.now
         let item = BeginStatement.Item(
             id: try await ids.next(), mode: mode.rawValue, phase: machines[mode].firstPhase,
             request: String(decoding: try WireJSON.encoder().encode(request), as: UTF8.self),
@@ -95,7 +97,7 @@ public struct TransactionLog: Sendable {
         // the row as written: its branches are the ones just sent (not parsed back from the answer)
         return .created(GlobalTransaction(
             id: id, mode: mode, status: status, phase: phase, errorMessage: error, branches: branches, deadline: deadline,
-            attempts: Int(attempts), createdAt: createdAt, epoch: epoch, leaseValidUntil: leaseValidUntil
+            attempts: Int(attempts), createdAt: createdAt, epoch: epoch, leaseValidUntil: leaseValidUntil(sent: sent)
         ))
     }
 
@@ -131,6 +133,7 @@ public struct TransactionLog: Sendable {
     }
 
     private func claimNow(limit: Int) async throws -> [GlobalTransaction] {
+        let sent = ContinuousClock.now
         let rows = try await client.rows(
             """
             SELECT id, status, mode, phase, error_message, branches, deadline_at, attempts, created_at, lease_epoch
@@ -144,7 +147,7 @@ public struct TransactionLog: Sendable {
                 (Int64, String, String, String, String?, String, Date, Int32, Date, Int64).self
             )
             do {
-                result.append(try transaction(id, status, mode, phase, error, branches, deadline, attempts, createdAt, epoch))
+                result.append(try transaction(id, status, mode, phase, error, branches, deadline, attempts, createdAt, epoch, sent: sent))
             } catch {
                 // a row this version cannot read (written by hand, or by another version) must not take the rest of the
                 // claim with it, nor come back every lease: it is set aside for an hour, still open, for an operator
@@ -164,7 +167,7 @@ public struct TransactionLog: Sendable {
 
     func transaction(
         _ id: Int64, _ status: String, _ mode: String, _ phase: String, _ error: String?, _ branches: String, _ deadline: Date,
-        _ attempts: Int32, _ createdAt: Date, _ epoch: Int64
+        _ attempts: Int32, _ createdAt: Date, _ epoch: Int64, sent: ContinuousClock.Instant
     ) throws -> GlobalTransaction {
         guard let status = GlobalStatus(rawValue: status), let mode = Mode(rawValue: mode) else {
             throw CoordinatorError.logWriteFailed("worker_event \(id) has an unknown status or mode")
@@ -172,7 +175,7 @@ public struct TransactionLog: Sendable {
         return GlobalTransaction(
             id: id, mode: mode, status: status, phase: phase, errorMessage: error,
             branches: try WireJSON.decoder().decode([BranchRecord].self, from: Data(branches.utf8)),
-            deadline: deadline, attempts: Int(attempts), createdAt: createdAt, epoch: epoch, leaseValidUntil: leaseValidUntil
+            deadline: deadline, attempts: Int(attempts), createdAt: createdAt, epoch: epoch, leaseValidUntil: leaseValidUntil(sent: sent)
         )
     }
 
