@@ -215,8 +215,9 @@ struct CoordinatorRoutes: Sendable {
         } catch {
             logger.error("log write failed while driving: the recovery loop will resume it", metadata: metadata(error))
         }
-        let view = (try? await log.view(id: transaction.id)) ?? transaction.view(decision: nil)
-        return try Self.answer(view, open: true)
+        // the row as the log has it now: another driver may have finished it meanwhile (then its final answer)
+        if let view = try? await log.view(id: transaction.id) { return try Self.answer(view, open: view.nextRetryAt != nil) }
+        return try Self.answer(transaction.view(decision: nil), open: true)
     }
 
     /// 200 completed; 409 failed or compensated, with the reason; 202 while the transaction is still open (decided but

@@ -1,3 +1,4 @@
+import DTXPostgres
 import DTXProtocol
 import Hummingbird
 import Logging
@@ -68,6 +69,9 @@ public struct ErrorMiddleware: RouterMiddleware {
             return self.response(self.protocolError(for: error, request: request), request: request)
         } catch let error as any HTTPResponseError {
             return self.response(self.protocolError(status: error.status, message: nil, request: request), request: request)
+        } catch where error.isDatabaseFailure {
+            context.logger.warning("request failed on the database", metadata: ["dtx.error": "\(error)"])
+            return .error(ProtocolError(.databaseUnavailable, "the database failed or did not answer: retry (\(error.postgresMessage))"))
         } catch {
             context.logger.error("request failed", metadata: ["dtx.error": "\(String(reflecting: error))"])
             return .error(ProtocolError(.internalError, "internal error: \(error)"))

@@ -27,6 +27,20 @@ extension Error {
 
     public func hasSQLState(_ state: SQLState) -> Bool { self.sqlState == state.rawValue }
 
+    /// Whether this is the database failing (its server, the connection to it, or a call past its deadline) rather than
+    /// this program: an HTTP route answers it 503 (retry), not 500.
+    public var isDatabaseFailure: Bool {
+        if self is DeadlineExceeded || self is DatabaseUnreachable { return true }
+        if let error = self as? PostgresTransactionError {
+            return (error.closureError ?? error.commitError ?? error.beginError)?.isDatabaseFailure ?? false
+        }
+        guard let error = self as? PSQLError else { return false }
+        // no SQLSTATE: the connection failed, not a statement; else the classes a retry can get past (connection,
+        // serialization or deadlock, resources, lock not available, shutdown, system error)
+        guard let state = error.serverInfo?[.sqlState] else { return true }
+        return ["08", "40", "53", "55", "57", "58"].contains(String(state.prefix(2)))
+    }
+
     /// The server's message for a PostgreSQL error, else a plain description.
     public var postgresMessage: String {
         if let error = self as? PSQLError {

@@ -309,6 +309,29 @@ struct HardeningTests {
         }
     }
 
+    @Test("with its database unreachable, the coordinator's reads answer 503 database_unavailable (retry), not 500")
+    func readsWithDatabaseDown() async throws {
+        try await CoordinatorFixture.with(configure: { $0.timing.databaseTimeout = .seconds(2) }) { f in
+            let admin = try await TestPostgres.shared.adminURL()
+            let name = f.coordinatorDatabase.database
+            try await withCleanup {
+                try await withDatabase(admin) { connection in
+                    try await connection.query(PostgresQuery(unsafeSQL: "ALTER DATABASE \(name) ALLOW_CONNECTIONS false"), logger: TestPostgres.logger)
+                    try await connection.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = \(name)", logger: TestPostgres.logger)
+                }
+                for path in ["/v1/transactions/1", "/v1/transactions"] {
+                    let reply = try await f.client.get(f.coordinatorURL + path, timeout: .seconds(30))
+                    #expect(reply.status == 503, "\(path): \(String(decoding: reply.body, as: UTF8.self))")
+                    #expect(reply.error?.code == .databaseUnavailable)
+                }
+            } cleanup: {
+                _ = try? await withDatabase(admin) { connection in
+                    try await connection.query(PostgresQuery(unsafeSQL: "ALTER DATABASE \(name) ALLOW_CONNECTIONS true"), logger: TestPostgres.logger)
+                }
+            }
+        }
+    }
+
     @Test("an id the log may have handed out but has no row for is 404 unknown_transaction (presumed abort); others 404 not_found")
     func unknownTransaction() async throws {
         try await CoordinatorFixture.with { f in
