@@ -49,7 +49,9 @@ public func buildCoordinator(
         globalTimeout: timing.globalTimeout, callTimeout: timing.databaseTimeout,
         batching: configuration.batchWindow > .zero ? (configuration.batchWindow, configuration.batchMaxItems) : nil, logger: logger
     )
-    let client = ServiceClient(configuration: .init(token: configuration.token))
+    var clientConfiguration = ServiceClient.Configuration(token: configuration.token)
+    clientConfiguration.readTimeout = configuration.timing.branchTimeout + .seconds(1)  // branch calls are all it makes
+    let client = ServiceClient(configuration: clientConfiguration)
     let registry = PrometheusCollectorRegistry()
     let advertised = AdvertisedURL(configuration.advertiseURL.flatMap(CoordinatorHeader.validated) ?? Coordinator.defaultURL(configuration, port: configuration.port))
     var caller = BranchCaller(

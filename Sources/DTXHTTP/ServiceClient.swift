@@ -1,5 +1,4 @@
 import AsyncHTTPClient
-import DTXPostgres
 import DTXProtocol
 import Foundation
 import Logging
@@ -13,6 +12,11 @@ public struct ServiceClient: Sendable {
         /// Connections per host: the AsyncHTTPClient default of 8 is far too low under load.
         public var maxConnectionsPerHost: Int = 256
         public var connectTimeout: Duration = .seconds(1)
+        /// The longest an answer may go without a byte, its head or its body. A call's own timeout ends when the head
+        /// arrives (AsyncHTTPClient's deadline): this bounds a peer that stalls after its head (a frozen process, a
+        /// half-open connection), which would otherwise hold the call, and the request or recovery pass waiting on
+        /// it, for ever. At no per-call cost: services set it to their longest call.
+        public var readTimeout: Duration = .seconds(60)
         public var token: String?
 
         public init(token: String? = nil) {
@@ -43,6 +47,7 @@ public struct ServiceClient: Sendable {
             concurrentHTTP1ConnectionsPerHostSoftLimit: configuration.maxConnectionsPerHost
         )
         http.timeout.connect = .nanoseconds(configuration.connectTimeout.inNanoseconds)
+        http.timeout.read = .nanoseconds(configuration.readTimeout.inNanoseconds)
         http.redirectConfiguration = .disallow
         self.httpClient = HTTPClient(eventLoopGroupProvider: .singleton, configuration: http)
         self.token = configuration.token
@@ -79,14 +84,9 @@ public struct ServiceClient: Sendable {
         if let token, !request.headers.contains(name: "authorization") {
             request.headers.add(name: "authorization", value: "Bearer \(token)")
         }
-        let deadline = ContinuousClock.now + timeout
         let response = try await httpClient.execute(request, timeout: .nanoseconds(timeout.inNanoseconds))
-        // AsyncHTTPClient's deadline ends when the response head arrives: the body gets what is left of the call's time,
-        // so that a peer that stalls after its head (a frozen process, a half-open connection) cannot hold the call,
-        // and the request or the recovery pass waiting on it, for ever.
-        let body = try await withDeadline(max(deadline - .now, .milliseconds(1))) {
-            try await response.body.collect(upTo: 16 * 1024 * 1024)
-        }
+        // (the deadline ends with the head; a body that stalls is bounded by the read timeout)
+        let body = try await response.body.collect(upTo: 16 * 1024 * 1024)
         return Reply(status: Int(response.status.code), body: Data(buffer: body))
     }
 

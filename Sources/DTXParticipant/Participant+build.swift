@@ -68,7 +68,9 @@ public func buildParticipant(
         operationTimeout: configuration.operationTimeout, xaEnabled: xaEnabled, logger: logger
     )
     let coordinators = KnownCoordinators(client: postgres, configured: configuration.coordinatorURL.flatMap(CoordinatorHeader.validated), logger: logger)
-    let client = ServiceClient(configuration: .init(token: configuration.token))
+    var clientConfiguration = ServiceClient.Configuration(token: configuration.token)
+    clientConfiguration.readTimeout = configuration.reconciler.coordinatorTimeout + .seconds(1)  // it only asks coordinators
+    let client = ServiceClient(configuration: clientConfiguration)
     let registry = PrometheusCollectorRegistry()
     let reconciler = Reconciler(
         ledger: ledger,
