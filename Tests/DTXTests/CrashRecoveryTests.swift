@@ -162,13 +162,7 @@ struct CrashRecoveryTests {
         // two live coordinator processes: each holds its liveness lock, so neither claims what the other holds
         let (lockOne, lockTwo) = (try await HolderLock.acquire(database, logger: TestPostgres.logger), try await HolderLock.acquire(database, logger: TestPostgres.logger))
         try await withCleanup { try await PostgresClientRunner(url: database).run { client in
-            func log(_ owner: String, _ holder: Int64) -> TransactionLog {
-                TransactionLog(
-                    client: client, owner: owner, holder: holder, lease: .seconds(30), ids: IdAllocator(client: client, logger: TestPostgres.logger),
-                    machines: ModeMachines(), logger: TestPostgres.logger
-                )
-            }
-            let (one, two) = (log("one", lockOne.holder), log("two", lockTwo.holder))
+            let (one, two) = (TransactionLog.forTests(client, owner: "one", holder: lockOne.holder), TransactionLog.forTests(client, owner: "two", holder: lockTwo.holder))
             var claimedByOne: [Int64] = []
             var claimedByTwo: [Int64] = []
             var heldByTwo: GlobalTransaction?
@@ -257,10 +251,7 @@ struct CrashRecoveryTests {
             )
         }
         try await PostgresClientRunner(url: database).run { client in
-            let log = TransactionLog(
-                client: client, owner: "other", holder: 999, lease: .seconds(30), ids: IdAllocator(client: client, logger: TestPostgres.logger),
-                machines: ModeMachines(), logger: TestPostgres.logger
-            )
+            let log = TransactionLog.forTests(client, owner: "other", holder: 999)
             let claimed = try await log.claim(limit: 10)
             #expect(Set(claimed.map(\.id)) == [2, 3])
             #expect(claimed.allSatisfy { $0.epoch == 2 })
@@ -270,6 +261,16 @@ struct CrashRecoveryTests {
     }
 }
 
+
+extension TransactionLog {
+    /// A log on `client` held by `owner` / `holder`, with a 30 s lease, no group commit.
+    static func forTests(_ client: PostgresClient, owner: String, holder: Int64) -> TransactionLog {
+        TransactionLog(
+            client: client, owner: owner, holder: holder, lease: .seconds(30), ids: IdAllocator(client: client, logger: TestPostgres.logger),
+            machines: ModeMachines(), logger: TestPostgres.logger
+        )
+    }
+}
 
 /// Runs a PostgresClient for the duration of `body`.
 struct PostgresClientRunner {

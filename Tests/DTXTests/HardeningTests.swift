@@ -257,10 +257,7 @@ struct HardeningTests {
             )
         }
         try await PostgresClientRunner(url: database).run { client in
-            let log = TransactionLog(
-                client: client, owner: "t", holder: 1, lease: .seconds(30), ids: IdAllocator(client: client, logger: TestPostgres.logger),
-                machines: ModeMachines(), logger: TestPostgres.logger
-            )
+            let log = TransactionLog.forTests(client, owner: "t", holder: 1)
             // before, the claim threw for both: each came back every lease, and row 2 was never driven
             let first = try await log.claim(limit: 10)
             #expect(first.map(\.id) == [2])
@@ -410,52 +407,35 @@ struct HardeningTests {
 
     @Test("the reconciler's pages, one row each, visit every waiting row once")
     func reconcilerPagesOneRowEach() async throws {
-        let stub = try await DecisionStub.start { _ in .some(nil) }  // not decided yet: every row waits
-        try await withCleanup {
-            try await ParticipantFixture.with(configure: { configuration in
-                configuration.coordinatorURL = stub.url
-                configuration.reconciler.staleAfter = .zero
-                configuration.reconciler.pageSize = 1
-            }) { p in
-                for worker in Int64(1)...5 { #expect(try await p.call(.tccTry, worker, quantity: 1).status == 200) }
-                // the page cursor is (updated_at, id) as a Date: exact to the microsecond for any date near now (a
-                // Double holds about 0.1 µs there), so a page's last row is never read again
-                let report = try await withDeadline(.seconds(60)) { await p.participant.reconciler.runOnce() }
-                #expect(report.waiting == 5)
-            }
-        } cleanup: {
-            await stub.service.stop()
+        // not decided yet: every row waits
+        try await DecisionStub.withParticipant(pageSize: 1, decide: { _ in .some(nil) }) { p in
+            for worker in Int64(1)...5 { #expect(try await p.call(.tccTry, worker, quantity: 1).status == 200) }
+            // the page cursor is (updated_at, id) as a Date: exact to the microsecond for any date near now (a Double
+            // holds about 0.1 µs there), so a page's last row is never read again
+            let report = try await withDeadline(.seconds(60)) { await p.participant.reconciler.runOnce() }
+            #expect(report.waiting == 5)
         }
     }
 
     @Test("the reconciler visits every stale row page by page, and one row's error does not stop the rest")
     func reconcilerIsolatesErrors() async throws {
-        let stub = try await DecisionStub.start { _ in .some(.abort) }
-        try await withCleanup {
-            try await ParticipantFixture.with(configure: { configuration in
-                configuration.coordinatorURL = stub.url
-                configuration.reconciler.staleAfter = .zero
-                configuration.reconciler.pageSize = 2
-            }) { p in
-                for worker in Int64(1)...7 { #expect(try await p.call(.tccTry, worker, quantity: 1).status == 200) }
-                // hold worker 4's row: its cancel waits past the lock timeout and fails this run
-                try await withDatabase(p.database) { connection in
-                    try await connection.query("BEGIN", logger: TestPostgres.logger)
-                    try await connection.query("SELECT 1 FROM transactions WHERE worker_event_id = 4 FOR UPDATE", logger: TestPostgres.logger)
-                    let report = await p.participant.reconciler.runOnce()
-                    #expect(report.cancelled == 6)
-                    #expect(report.errors == 1)
-                    try await connection.query("ROLLBACK", logger: TestPostgres.logger)
-                }
-                let metrics = String(decoding: try await p.client.get(p.service.url + "/metrics", timeout: .seconds(5)).body, as: UTF8.self)
-                #expect(metrics.contains("dtx_reconciler_errors_total 1"))
+        try await DecisionStub.withParticipant(pageSize: 2, decide: { _ in .some(.abort) }) { p in
+            for worker in Int64(1)...7 { #expect(try await p.call(.tccTry, worker, quantity: 1).status == 200) }
+            // hold worker 4's row: its cancel waits past the lock timeout and fails this run
+            try await withDatabase(p.database) { connection in
+                try await connection.query("BEGIN", logger: TestPostgres.logger)
+                try await connection.query("SELECT 1 FROM transactions WHERE worker_event_id = 4 FOR UPDATE", logger: TestPostgres.logger)
                 let report = await p.participant.reconciler.runOnce()
-                #expect(report.cancelled == 1 && report.errors == 0)
-                #expect(try await p.count("SELECT count(*) FROM open_branches") == 0)
-                #expect(try await p.stock() == 100)
+                #expect(report.cancelled == 6)
+                #expect(report.errors == 1)
+                try await connection.query("ROLLBACK", logger: TestPostgres.logger)
             }
-        } cleanup: {
-            await stub.service.stop()
+            let metrics = String(decoding: try await p.client.get(p.service.url + "/metrics", timeout: .seconds(5)).body, as: UTF8.self)
+            #expect(metrics.contains("dtx_reconciler_errors_total 1"))
+            let report = await p.participant.reconciler.runOnce()
+            #expect(report.cancelled == 1 && report.errors == 0)
+            #expect(try await p.count("SELECT count(*) FROM open_branches") == 0)
+            #expect(try await p.stock() == 100)
         }
     }
 }
@@ -481,5 +461,21 @@ struct DecisionStub: Sendable {
             return Application(router: router, configuration: .init(address: .hostname("127.0.0.1", port: 0)), onServerRunning: { await onPort($0.localAddress!.port!) }, logger: TestPostgres.logger)
         }
         return DecisionStub(service: service)
+    }
+
+    /// A participant whose reconciler asks a stub deciding by `decide`, about every row at once, `pageSize` a page.
+    static func withParticipant(
+        pageSize: Int, decide: @escaping @Sendable (Int64) -> Decision??, _ body: (ParticipantFixture) async throws -> Void
+    ) async throws {
+        let stub = try await start(decide)
+        try await withCleanup {
+            try await ParticipantFixture.with(configure: { configuration in
+                configuration.coordinatorURL = stub.url
+                configuration.reconciler.staleAfter = .zero
+                configuration.reconciler.pageSize = pageSize
+            }, body)
+        } cleanup: {
+            await stub.service.stop()
+        }
     }
 }
