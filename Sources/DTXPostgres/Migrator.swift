@@ -43,6 +43,7 @@ public enum Schema: String, Sendable, CaseIterable {
                 Migration("002_coordinator_log_functions.sql", PackageResources._02_coordinator_log_functions_sql),
                 Migration("003_coordinator_retention.sql", PackageResources._03_coordinator_retention_sql),
                 Migration("004_coordinator_log_lock_order.sql", PackageResources._04_coordinator_log_lock_order_sql),
+                Migration("005_coordinator_ids_from_the_clock.sql", PackageResources._05_coordinator_ids_from_the_clock_sql),
             ]
         }
     }

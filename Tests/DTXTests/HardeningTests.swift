@@ -331,6 +331,30 @@ struct HardeningTests {
         }
     }
 
+    @Test("a coordinator given a new, empty log while its participants keep theirs: its ids are new to them and move stock")
+    func newLogNewIds() async throws {
+        let (a, b) = (try await TestPostgres.shared.newDatabase("participant"), try await TestPostgres.shared.newDatabase("participant"))
+        let (oldLog, newLog) = (try await TestPostgres.shared.newDatabase("coordinator"), try await TestPostgres.shared.newDatabase("coordinator"))
+        var old: TransactionView?
+        try await CoordinatorFixture.with(databases: (a, b, oldLog)) { f in
+            old = try await f.post(TransactionRequest(mode: .tcc, productId: 1, quantity: 10)).decode(TransactionView.self)
+            #expect(old?.status == .completed)
+        }
+        // a reset (or a second installation): the same participants, a new log
+        try await CoordinatorFixture.with(databases: (a, b, newLog)) { f in
+            let reply = try await f.post(TransactionRequest(mode: .tcc, productId: 1, quantity: 10))
+            let new = try reply.decode(TransactionView.self)
+            #expect(new.status == .completed)
+            #expect(new.id > old!.id)
+            // before sql/coordinator/005 both logs began at 1: the try was taken for the old one's duplicate, no stock moved
+            #expect(try await f.stock(f.serviceA) == 80)
+            #expect(try await f.stock(f.serviceB) == 80)
+            // the new log never handed out the old id: "not found", not "never began" (which a participant takes as an abort)
+            let asked = try await f.client.get(f.coordinatorURL + "/v1/transactions/\(old!.id)", timeout: .seconds(10))
+            #expect(asked.status == 404 && asked.error?.code == .notFound)
+        }
+    }
+
     @Test("an id the log may have handed out but has no row for is 404 unknown_transaction (presumed abort); others 404 not_found")
     func unknownTransaction() async throws {
         try await CoordinatorFixture.with { f in
