@@ -79,7 +79,8 @@ public struct Verifier: Sendable {
     }
 
     /// Retention (sql/*/005, 003) prunes what is final: a row the other side no longer has is not a violation when it
-    /// is at or below that side's pruned watermark, and pruned committed quantities count in `committed_pruned`.
+    /// is at or below that side's pruned watermark, and pruned committed quantities count in `committed_pruned` (005) and
+    /// `pruned_quantities` (sql/participant/008).
     private func checkParticipant(
         _ name: String, connection: PostgresConnection, outcomes: [Int64: (status: String, mode: String, branches: [BranchRecord])],
         coordinatorPrunedThrough: Int64
@@ -129,11 +130,13 @@ public struct Verifier: Sendable {
         // 4. for every product: initial stock - committed - held = stock
         let stock = try await connection.query(
             """
+            WITH pruned AS (SELECT q.product_id, sum(q.quantity) AS quantity FROM pruned_quantities q GROUP BY q.product_id)
             SELECT p.id, p.stock, COALESCE(p.initial_stock, p.stock),
-                   (p.committed_pruned + COALESCE(sum(t.quantity) FILTER (WHERE t.status IN ('confirm', 'try', 'confirm_pending')), 0))::bigint
-            FROM products p LEFT JOIN transactions t ON t.product_id = p.id
+                   (p.committed_pruned + COALESCE(max(r.quantity), 0)
+                    + COALESCE(sum(t.quantity) FILTER (WHERE t.status IN ('confirm', 'try', 'confirm_pending')), 0))::bigint
+            FROM products p LEFT JOIN pruned r ON r.product_id = p.id LEFT JOIN transactions t ON t.product_id = p.id
             GROUP BY p.id, p.stock, p.initial_stock, p.committed_pruned
-            HAVING COALESCE(p.initial_stock, p.stock) - p.committed_pruned
+            HAVING COALESCE(p.initial_stock, p.stock) - p.committed_pruned - COALESCE(max(r.quantity), 0)
                    - COALESCE(sum(t.quantity) FILTER (WHERE t.status IN ('confirm', 'try', 'confirm_pending')), 0) <> p.stock
             """,
             logger: logger

@@ -94,8 +94,14 @@ public struct CoordinatorConfiguration: Sendable {
         guard timing.maxBackoff >= timing.initialBackoff else {
             throw CoordinatorConfigurationError("--max-backoff (\(timing.maxBackoff)) must be at least --initial-backoff (\(timing.initialBackoff))")
         }
-        guard maxDatabaseConnections >= 1, recoveryBatch >= 1 else {
-            throw CoordinatorConfigurationError("--max-connections must be at least 1")
+        guard maxDatabaseConnections >= 1 else { throw CoordinatorConfigurationError("--max-connections must be at least 1") }
+        guard recoveryBatch >= 1 else { throw CoordinatorConfigurationError("the recovery batch must be at least 1") }
+        // a driver calls no participant within one branch call of its lease's end (less its safety margin): with less
+        // room than that, no second phase would ever make a call
+        guard timing.leaseDuration - min(.seconds(2), timing.leaseDuration / 4) > timing.branchTimeout else {
+            throw CoordinatorConfigurationError(
+                "the lease (\(timing.leaseDuration)) must be longer than --branch-timeout (\(timing.branchTimeout)) plus a 2 s margin"
+            )
         }
         guard timing.leaseDuration > timing.globalTimeout + timing.branchTimeout else {
             throw CoordinatorConfigurationError("the lease (\(timing.leaseDuration)) must be longer than the global timeout plus one branch call")

@@ -20,7 +20,7 @@ struct LogWriter: Sendable {
             let statement = BeginStatement(
                 items: items, timeoutSeconds: globalTimeout.inSeconds, owner: owner, holder: holder, leaseSeconds: lease.inSeconds
             )
-            // rows come in the order the items were written (sql/coordinator/004: by key), each with its item number
+            // one row per item, in item order (sorted by item number all the same: the order is the function's promise)
             return try await client.rows(statement, logger: logger).sorted { $0.0 < $1.0 }
         }
     }

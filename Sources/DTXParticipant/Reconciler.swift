@@ -217,19 +217,19 @@ public struct Reconciler: Service {
     /// The coordinators' decision for a global transaction, asking each candidate until one knows; nil when none has
     /// decided yet or none can be asked. A coordinator that does not answer is left out for the rest of the pass.
     ///
-    /// "Never logged" (presumed abort) is taken only from the coordinator stored with the branch or the configured one
-    /// when there is either: any coordinator that ever called may say it does not know an id, and one with another
-    /// database (another installation, a staging coordinator) says so of every id it did not hand out.
+    /// "Never logged" (presumed abort) is taken only from the branch's owner: the coordinator stored with it, else the
+    /// configured one, else any. Any coordinator that ever called may say it does not know an id, and one with another
+    /// database (another installation, a staging coordinator) says so of ids it did not hand out.
     func decision(for workerEventId: Int64, stored: String?, _ pass: inout Pass) async -> Decision? {
         if pass.known == nil { pass.known = await coordinators.known() }
-        let owners = Set([stored, coordinators.configured].compactMap { $0 })
+        let owner = stored ?? coordinators.configured
         for url in KnownCoordinators.candidates(stored: stored, configured: coordinators.configured, known: pass.known ?? [])
         where !pass.unanswered.contains(url) {
             do {
                 let reply = try await client.get("\(url)/v1/transactions/\(workerEventId)", timeout: configuration.coordinatorTimeout)
                 if reply.status == 200 { return try reply.decode(TransactionView.self).decision }
                 if reply.status == 404, reply.error?.code == .unknownTransaction {
-                    guard owners.isEmpty || owners.contains(url) else {
+                    guard owner == nil || owner == url else {
                         logger.info("a coordinator that is not this branch's does not know it: not taken as an abort", metadata: [
                             "dtx.worker_event_id": "\(workerEventId)", "dtx.coordinator": "\(url)",
                         ])

@@ -15,6 +15,6 @@
 -- A log that has rows keeps its numbering.
 
 UPDATE worker_event_ids
-SET next_id = greatest(next_id, (extract(epoch FROM clock_timestamp()) * 1000)::bigint * 1000),
-    pruned_through = greatest(pruned_through, (extract(epoch FROM clock_timestamp()) * 1000)::bigint * 1000 - 1)
+SET next_id = greatest(next_id, (extract(epoch FROM now()) * 1000)::bigint * 1000),
+    pruned_through = greatest(pruned_through, (extract(epoch FROM now()) * 1000)::bigint * 1000 - 1)
 WHERE NOT EXISTS (SELECT 1 FROM worker_events);
