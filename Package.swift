@@ -45,7 +45,7 @@ let package = Package(
                 .embedInCode("SQL/participant/005_participant_retention.sql"),
                 .embedInCode("SQL/participant/006_participant_confirm_finalize.sql"),
                 .embedInCode("SQL/participant/007_participant_confirm_finalize_one_write.sql"),
-                .embedInCode("SQL/participant/008_participant_prune_skips_locked_products.sql"),
+                .embedInCode("SQL/participant/008_participant_prune_takes_no_product_row.sql"),
                 .embedInCode("SQL/coordinator/001_coordinator_schema.sql"),
                 .embedInCode("SQL/coordinator/002_coordinator_log_functions.sql"),
                 .embedInCode("SQL/coordinator/003_coordinator_retention.sql"),

@@ -33,8 +33,8 @@ public enum Schema: String, Sendable, CaseIterable {
                     "007_participant_confirm_finalize_one_write.sql", PackageResources._07_participant_confirm_finalize_one_write_sql
                 ),
                 Migration(
-                    "008_participant_prune_skips_locked_products.sql",
-                    PackageResources._08_participant_prune_skips_locked_products_sql
+                    "008_participant_prune_takes_no_product_row.sql",
+                    PackageResources._08_participant_prune_takes_no_product_row_sql
                 ),
             ]
         case .coordinator:

@@ -1,5 +1,5 @@
 -- Retention never waits for a product row (replaces dtx_prune of 005; 005 stays as applied). Apply by hand with:
---   psql -v ON_ERROR_STOP=1 -d DB -f sql/participant/008_participant_prune_skips_locked_products.sql
+--   psql -v ON_ERROR_STOP=1 -d DB -f sql/participant/008_participant_prune_takes_no_product_row.sql
 --
 -- 005 added each pruned committed branch's quantity to products.committed_pruned, which takes the product's row lock,
 -- and waited for it with no lock_timeout. A prepared XA branch holds its product's row until COMMIT PREPARED (an
