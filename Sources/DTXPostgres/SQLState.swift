@@ -19,10 +19,13 @@ extension Error {
     /// The SQLSTATE of this error, looking through `PostgresTransactionError` wrappers.
     public var sqlState: String? {
         if let error = self as? PSQLError { return error.serverInfo?[.sqlState] }
-        if let error = self as? PostgresTransactionError {
-            return (error.closureError ?? error.commitError ?? error.beginError)?.sqlState
-        }
-        return nil
+        return wrapped?.sqlState
+    }
+
+    /// The error a `PostgresTransactionError` wraps (the closure's, the commit's or the begin's).
+    private var wrapped: (any Error)? {
+        guard let error = self as? PostgresTransactionError else { return nil }
+        return error.closureError ?? error.commitError ?? error.beginError
     }
 
     public func hasSQLState(_ state: SQLState) -> Bool { self.sqlState == state.rawValue }
@@ -31,9 +34,7 @@ extension Error {
     /// this program: an HTTP route answers it 503 (retry), not 500.
     public var isDatabaseFailure: Bool {
         if self is DeadlineExceeded || self is DatabaseUnreachable { return true }
-        if let error = self as? PostgresTransactionError {
-            return (error.closureError ?? error.commitError ?? error.beginError)?.isDatabaseFailure ?? false
-        }
+        if let wrapped { return wrapped.isDatabaseFailure }
         guard let error = self as? PSQLError else { return false }
         // no SQLSTATE: the connection failed, not a statement; else the classes a retry can get past (connection,
         // serialization or deadlock, resources, lock not available, shutdown, system error)
