@@ -73,6 +73,7 @@ public struct CoordinatorConfiguration: Sendable {
 
     func validate() throws {
         guard !participants.isEmpty else { throw CoordinatorConfigurationError("give at least one --participant NAME=URL") }
+        guard (0...65535).contains(port) else { throw CoordinatorConfigurationError("--port \(port) is not a TCP port: give 1 to 65535 (0 picks a free one)") }
         var names: Set<String> = []
         for participant in participants {
             guard names.insert(participant.name).inserted else {

@@ -38,7 +38,13 @@ public struct ParticipantConfiguration: Sendable {
     /// Settings that would make the service spin, refuse all work or never answer, each with the flag to fix.
     func validate() throws {
         try Self.validateName(name)
+        guard (0...65535).contains(port) else { throw ConfigurationError("--port \(port) is not a TCP port: give 1 to 65535 (0 picks a free one)") }
         guard lockTimeout > .zero else { throw ConfigurationError("--lock-timeout must be above 0 (0 would wait for a row lock for ever)") }
+        // each database call is bounded by operationTimeout: a longer lock wait would be cut off there and answered 503
+        // while the statement still waits in the server
+        guard lockTimeout < operationTimeout else {
+            throw ConfigurationError("--lock-timeout (\(lockTimeout)) must be below \(operationTimeout), the bound of each database call")
+        }
         guard reconciler.interval > .zero else { throw ConfigurationError("--reconcile-interval must be above 0") }
         guard reconciler.staleAfter >= .zero else { throw ConfigurationError("--stale-after must not be negative") }
         guard maxDatabaseConnections >= 1 else { throw ConfigurationError("--max-connections must be at least 1") }

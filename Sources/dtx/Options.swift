@@ -11,14 +11,21 @@ struct DurationArgument: ExpressibleByArgument, Sendable {
 
     init?(argument: String) {
         let units: [(String, Double)] = [("ms", 0.001), ("s", 1), ("m", 60), ("h", 3600)]
-        for (suffix, factor) in units where argument.hasSuffix(suffix) {
-            guard let value = Double(argument.dropLast(suffix.count)), value >= 0 else { return nil }
-            self.duration = .milliseconds(Int64(value * factor * 1000))
-            return
-        }
-        guard let value = Double(argument), value >= 0 else { return nil }
-        self.duration = .milliseconds(Int64(value * 1000))
+        let (number, factor) = units.first { argument.hasSuffix($0.0) }.map { (argument.dropLast($0.0.count), $0.1) } ?? (argument[...], 1)
+        guard let value = Double(number), let duration = Self.duration(seconds: value * factor) else { return nil }
+        self.duration = duration
     }
+
+    /// Whole milliseconds from 0 or 1 ms up to `limit`; nil for anything else (negative, not finite, a non-zero value
+    /// below 1 ms, which would round to 0 and mean "off" or "for ever" to some flags, or a value whose arithmetic
+    /// would overflow). ArgumentParser then names the flag and the value it refused.
+    static func duration(seconds: Double) -> Duration? {
+        guard seconds.isFinite, seconds == 0 || (0.001...limit.inSeconds).contains(seconds) else { return nil }
+        return .milliseconds(Int64(seconds * 1000))
+    }
+
+    /// The longest duration a flag takes: about three years, far below where nanosecond arithmetic on it overflows.
+    static let limit: Duration = .seconds(100_000_000)
 
     var defaultValueDescription: String { "\(duration)" }
 }
