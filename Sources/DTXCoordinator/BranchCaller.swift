@@ -147,7 +147,7 @@ struct BranchCaller: Sendable {
         while true {
             let left = transaction.deadline.timeIntervalSinceNow
             guard left > 0 else { return .retry(branch.lastError ?? "out of time before the call") }
-            branch.attempts += 1
+            branch.countAttempt()
             let outcome = await call(op, branch, transaction: transaction, timeout: min(branchTimeout, .milliseconds(Int64(left * 1000))))
             guard case .retry(let reason) = outcome else { return outcome }
             branch.lastError = BranchRecord.note("\(op.rawValue): \(reason)")
@@ -173,7 +173,7 @@ struct BranchCaller: Sendable {
         var attempt = 0
         while true {
             guard ContinuousClock.now < until else { throw Postponed() }
-            branch.attempts += 1
+            branch.countAttempt()
             switch await call(op, branch, transaction: transaction, timeout: branchTimeout, thenFinalize: thenFinalize) {
             case .done(let response):
                 return response

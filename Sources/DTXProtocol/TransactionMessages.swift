@@ -115,6 +115,12 @@ public struct BranchRecord: Codable, Sendable, Hashable {
         self.attempts = attempts
         self.lastError = lastError
     }
+
+    /// One more call counted; saturating, since the count comes from the log, where an operator may have written any
+    /// number (an overflow would stop every coordinator that claims the row, one after the other).
+    public mutating func countAttempt() {
+        attempts = attempts == .max ? .max : attempts + 1
+    }
 }
 
 /// `GET /v1/transactions/{id}` and the answer of `POST /v1/transactions`.
