@@ -150,18 +150,20 @@ struct ParticipantRoutes: Sendable {
         // TCC confirm may finalize in the same statement (the coordinator's batched second phase)
         let thenFinalize = try request.queryFlag("finalize")
         guard !thenFinalize || op == .tccConfirm else { throw ProtocolError.badRequest("only /tcc/confirm takes finalize=true") }
+        // the calling coordinator is noted once the request has been found valid, before any work (the reconciler asks
+        // it about an in-doubt XA branch, whose row is inside the prepared transaction); a malformed request adds none
         let coordinator = request.coordinatorURL
-        if let coordinator { await coordinators.note(coordinator) }
         if body.first(where: { !WireJSON.isWhitespace($0) }) == UInt8(ascii: "[") {
             guard !op.isFirstPhase else { throw ProtocolError.badRequest("\(op.path) takes one branch request; only second-phase operations take an array") }
             let items = try WireJSON.decode([BranchRequest].self, from: body)
             guard (1...Limits.maxBatchItems).contains(items.count) else {
                 throw ProtocolError.badRequest("a batch holds 1 to \(Limits.maxBatchItems) branch requests, not \(items.count)")
             }
-            return try await handleBatch(op, items, thenFinalize: thenFinalize, context: context)
+            return try await handleBatch(op, items, thenFinalize: thenFinalize, coordinator: coordinator, context: context)
         }
         let branch = try WireJSON.decode(BranchRequest.self, from: body)
         try branch.validate()
+        if let coordinator { await coordinators.note(coordinator) }
         let logger = context.logger
         // the branch's metadata, built only for a line that is logged (setting it on the logger would format the
         // handler's metadata on every request, whatever the level)
@@ -192,7 +194,9 @@ struct ParticipantRoutes: Sendable {
         }
     }
 
-    func handleBatch(_ op: BranchOperation, _ requests: [BranchRequest], thenFinalize: Bool, context: DTXRequestContext) async throws -> Response {
+    func handleBatch(
+        _ op: BranchOperation, _ requests: [BranchRequest], thenFinalize: Bool, coordinator: String?, context: DTXRequestContext
+    ) async throws -> Response {
         // a malformed item makes the request malformed (400, nothing done); refusals are answered per item
         for (index, request) in requests.enumerated() {
             do {
@@ -201,6 +205,7 @@ struct ParticipantRoutes: Sendable {
                 throw ProtocolError.badRequest("item [\(index)]: \(error.message)")
             }
         }
+        if let coordinator { await coordinators.note(coordinator) }
         var items = [BranchBatchItem?](repeating: nil, count: requests.count)
         let valid = Array(requests.enumerated())
         try await injectFaultsBefore(op)

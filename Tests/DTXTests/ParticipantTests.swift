@@ -155,4 +155,30 @@ struct ParticipantTests {
             #expect(try await p.count("SELECT count(*) FROM transactions WHERE status = 'try'") == 60)
         }
     }
+
+    @Test("a malformed branch request adds no coordinator to ask; a valid one, single or batched, does")
+    func coordinatorNotedWhenValid() async throws {
+        try await ParticipantFixture.with { p in
+            let requests: [(path: String, body: String, coordinator: String, status: Int)] = [
+                // before, each of these was answered 400 and still wrote its URL into `coordinators`, whose word the
+                // reconciler takes about an in-doubt XA branch when no --coordinator is given
+                ("/xa/prepare", #"{"worker_event_id": 0, "product_id": 1, "quantity": 1}"#, "http://bad-1:1", 400),
+                ("/tcc/confirm", #"[{"worker_event_id": 1, "product_id": 1, "quantity": -1}]"#, "http://bad-2:1", 400),
+                ("/tcc/try?finalize=true", #"{"worker_event_id": 1, "product_id": 1, "quantity": 1}"#, "http://bad-3:1", 400),
+                ("/tcc/try", #"{"worker_event_id": 1, "product_id": 1, "quantity": 1}"#, "http://good-1:1", 200),
+                ("/tcc/confirm", #"[{"worker_event_id": 1, "product_id": 1, "quantity": 1}]"#, "http://good-2:1", 200),
+            ]
+            for request in requests {
+                let reply = try await p.client.raw(
+                    "POST", p.service.url + request.path, body: Data(request.body.utf8),
+                    headers: [("content-type", "application/json"), (CoordinatorHeader.name, request.coordinator)]
+                )
+                #expect(reply.status == request.status, "\(request.path): \(String(decoding: reply.body, as: UTF8.self))")
+            }
+            let noted = try await p.count("SELECT count(*) FROM coordinators WHERE url LIKE 'http://good-%'")
+            let malformed = try await p.count("SELECT count(*) FROM coordinators WHERE url LIKE 'http://bad-%'")
+            #expect(noted == 2)
+            #expect(malformed == 0)
+        }
+    }
 }
