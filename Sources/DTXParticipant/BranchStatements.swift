@@ -56,13 +56,17 @@ struct SecondPhaseStatement<Function: SecondPhaseFunction>: PostgresPreparedStat
     var to: String
     var lockTimeoutMilliseconds: Int32
     var skipLocked: Bool
+    /// Each item's first-phase end as its request carried it ('' for none); dtx_undo writes it with the barrier rows
+    /// of a null compensation (sql/participant/009), dtx_advance does not take it.
+    var notAfters: [String] = []
 
     func makeBindings() throws -> PostgresBindings {
-        var bindings = PostgresBindings(capacity: 8)
+        var bindings = PostgresBindings(capacity: 9)
         bindings.append(op)
         Function.bind(originOrFrom: originOrFrom, gids: gids, branches: branches, set: set, to: to, into: &bindings)
         bindings.append(lockTimeoutMilliseconds)
         bindings.append(skipLocked)
+        if Function.takesNotAfter { bindings.append(notAfters) }
         return bindings
     }
 
@@ -74,11 +78,14 @@ protocol SecondPhaseFunction: Sendable {
     static var name: String { get }
     static var sql: String { get }
     static func bind(originOrFrom: String, gids: [Int64], branches: [Int64], set: [String], to: String, into bindings: inout PostgresBindings)
+    /// Whether the function takes the items' `not_after` as its last argument.
+    static var takesNotAfter: Bool { get }
 }
 
 /// `dtx_advance(op, gids, branches, from, to, done, lock_timeout, skip_locked)`.
 enum AdvanceFunction: SecondPhaseFunction {
     static let name = "dtx_advance_v1"
+    static let takesNotAfter = false
     static let sql = "SELECT item, effect, status, refusal FROM dtx_advance($1, $2, $3, $4, $5, $6, $7, $8)"
     static func bind(originOrFrom: String, gids: [Int64], branches: [Int64], set: [String], to: String, into bindings: inout PostgresBindings) {
         bindings.append(gids)
@@ -89,10 +96,11 @@ enum AdvanceFunction: SecondPhaseFunction {
     }
 }
 
-/// `dtx_undo(op, origin, gids, branches, undoable, to, lock_timeout, skip_locked)`.
+/// `dtx_undo(op, origin, gids, branches, undoable, to, lock_timeout, skip_locked, not_afters)` (sql/participant/009).
 enum UndoFunction: SecondPhaseFunction {
-    static let name = "dtx_undo_v1"
-    static let sql = "SELECT item, effect, status, refusal FROM dtx_undo($1, $2, $3, $4, $5, $6, $7, $8)"
+    static let name = "dtx_undo_v2"
+    static let sql = "SELECT item, effect, status, refusal FROM dtx_undo($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+    static let takesNotAfter = true
     static func bind(originOrFrom: String, gids: [Int64], branches: [Int64], set: [String], to: String, into bindings: inout PostgresBindings) {
         bindings.append(originOrFrom)
         bindings.append(gids)

@@ -89,7 +89,7 @@ extension StockLedger {
         let rows = try await client.rows(
             """
             SELECT effect, refusal FROM dtx_xa_rollback_barrier(\(request.workerEventId), \(request.productId), \(rolledBack), \
-            \(lockTimeoutMilliseconds))
+            \(lockTimeoutMilliseconds), \(request.notAfter.flatMap(Timestamp.parse)))
             """,
             logger: logger
         )

@@ -190,7 +190,7 @@ public struct StockLedger: Sendable {
         } else {
             rows = try await client.rows(SecondPhaseStatement<UndoFunction>(
                 op: op.rawValue, originOrFrom: op.origin!.rawValue, gids: gids, branches: branches, set: set, to: plan.to.rawValue,
-                lockTimeoutMilliseconds: lockTimeoutMilliseconds, skipLocked: skipLocked
+                lockTimeoutMilliseconds: lockTimeoutMilliseconds, skipLocked: skipLocked, notAfters: requests.map { $0.notAfter ?? "" }
             ), logger: logger)
         }
         let function = thenFinalize ? "dtx_confirm_finalize" : plan.function

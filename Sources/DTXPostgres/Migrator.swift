@@ -36,6 +36,10 @@ public enum Schema: String, Sendable, CaseIterable {
                     "008_participant_prune_takes_no_product_row.sql",
                     PackageResources._08_participant_prune_takes_no_product_row_sql
                 ),
+                Migration(
+                    "009_participant_undo_keeps_first_phase_end.sql",
+                    PackageResources._09_participant_undo_keeps_first_phase_end_sql
+                ),
             ]
         case .coordinator:
             return [

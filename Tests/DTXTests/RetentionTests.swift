@@ -95,6 +95,36 @@ struct RetentionTests {
         }
     }
 
+    @Test("a null compensation keeps its barrier rows until its first phase has ended; the late first phase then does nothing")
+    func nullCompensationKeptUntilFirstPhaseEnds() async throws {
+        try await ParticipantFixture.with { p in
+            // undos that come before their first phase, whose first phase may still arrive for another minute (a
+            // global timeout longer than the horizon)
+            let firstPhaseEnd = Timestamp.string(Date(timeIntervalSinceNow: 60))
+            let cases: [(BranchOperation, BranchOperation, Int64)] = [(.tccCancel, .tccTry, 301), (.sagaCompensate, .sagaReserve, 302), (.xaRollback, .xaPrepare, 303)]
+            for (undo, _, worker) in cases {
+                let reply = try await p.client.post(
+                    p.service.url + undo.path, json: BranchRequest(workerEventId: worker, productId: 1, quantity: 5, notAfter: firstPhaseEnd), timeout: .seconds(5)
+                )
+                #expect(reply.status == 200 && reply.effect == .nullCompensation, "\(undo): \(String(decoding: reply.body, as: UTF8.self))")
+            }
+            try await Task.sleep(for: Self.horizon + .milliseconds(500))  // the barrier rows are past the horizon
+            // before sql/participant/009 the undo wrote no not_after: the rows went here, and the late try below held stock
+            let pass = try await Self.prune(p.database)
+            #expect((pass.pruned["barrier"] ?? 0) == 0, "\(pass)")
+            #expect(try await p.count("SELECT count(*) FROM barrier WHERE gid BETWEEN 301 AND 303 AND not_after IS NOT NULL") == 6)
+            for (_, origin, worker) in cases {
+                let late = try await p.client.post(
+                    p.service.url + origin.path, json: BranchRequest(workerEventId: worker, productId: 1, quantity: 5, notAfter: firstPhaseEnd), timeout: .seconds(5)
+                )
+                #expect(late.status == 200 || late.status == 409, "\(origin): \(String(decoding: late.body, as: UTF8.self))")
+                #expect(late.effect != .applied, "\(origin) after its null compensation did something")
+            }
+            #expect(try await p.stock() == 100)
+            #expect(try await p.count("SELECT count(*) FROM open_branches") == 0)
+        }
+    }
+
     @Test("a product whose row a prepared XA branch holds does not stop retention, nor retention that product")
     func pruneSkipsHeldProduct() async throws {
         try await ParticipantFixture.with { p in
