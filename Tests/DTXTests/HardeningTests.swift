@@ -1,5 +1,6 @@
 import AsyncHTTPClient
 @testable import DTXCoordinator
+import DTXBench
 import DTXHTTP
 @testable import DTXParticipant
 import DTXPostgres
@@ -121,8 +122,38 @@ struct HardeningTests {
         #expect(participant { $0.name = "Service-A" }.contains("letters, digits or _"))
     }
 
-    @Test("a first phase retried against a participant that is down stops when its task is cancelled (the coordinator stopping)")
-    func firstPhaseStopsWhenCancelled() async throws {
+    @Test("flags whose values would stop the process or quietly mean something else are refused, naming the flag")
+    func badFlags() async throws {
+        let url = "postgres://postgres@127.0.0.1:1/x"  // never reached: each is refused before any connection
+        let coordinator = ["coordinator", "--database-url", url, "--participant", "ServiceA=http://127.0.0.1:1"]
+        let participant = ["participant", "--name", "ServiceA", "--database-url", url]
+        let cases: [([String], String)] = [
+            // before: an integer overflow while parsing (signal 4), or later in nanosecond arithmetic
+            (coordinator + ["--lease", "inf"], "'inf' is invalid for '--lease"),
+            (coordinator + ["--lease", "1e16"], "'1e16' is invalid for '--lease"),
+            (coordinator + ["--branch-timeout", "1e10", "--lease", "3e10"], "'1e10' is invalid for '--branch-timeout"),
+            // before: silently 0, which turned batching off
+            (coordinator + ["--batch-window", "0.5ms"], "'0.5ms' is invalid for '--batch-window"),
+            (coordinator + ["--port", "70000"], "--port 70000 is not a TCP port"),
+            (participant + ["--port=-1"], "--port -1 is not a TCP port"),
+            (participant + ["--lock-timeout", "10s"], "--lock-timeout (10.0 seconds) must be below 5.0 seconds"),
+            (participant + ["--retention-horizon=-1h"], "'-1h' is invalid for '--retention-horizon"),
+        ]
+        for (index, (arguments, message)) in cases.enumerated() {
+            let process = try ChildProcess.spawn(
+                name: "flags", executable: try dtxExecutable(), arguments: arguments, logPath: "/tmp/dtx-test-\(getpid())-flags-\(index).log"
+            )
+            let status = await process.wait(timeout: .seconds(60))
+            #expect(status == 1 || status == 64, "\(arguments.suffix(2)): exit status \(String(describing: status)) (above 128: a signal)")
+            #expect(process.logTail(lines: 40).contains(message), "\(arguments.suffix(2)): \(process.logTail(lines: 40))")
+        }
+    }
+
+    /// A branch caller whose one participant, ServiceA, is down (nothing listens at its port), and a TCC transaction
+    /// with one branch there whose first phase ends after `deadline`.
+    static func withCallerToDownParticipant(
+        deadline: TimeInterval, attempts: Int = 0, _ body: (BranchCaller, GlobalTransaction) async throws -> Void
+    ) async throws {
         let client = ServiceClient.forTests()
         let caller = BranchCaller(
             client: client, participants: ["ServiceA": "http://127.0.0.1:\(try EmbeddedPostgres.freePort())"], branchTimeout: .seconds(1),
@@ -131,10 +162,19 @@ struct HardeningTests {
         )
         let transaction = GlobalTransaction(
             id: 1, mode: .tcc, status: .pending, phase: "try", errorMessage: nil,
-            branches: [BranchRecord(participant: "ServiceA", productId: 1, quantity: 1)], deadline: Date(timeIntervalSinceNow: 120),
-            attempts: 0, createdAt: Date(), epoch: 1, leaseValidUntil: .now + .seconds(120)
+            branches: [BranchRecord(participant: "ServiceA", productId: 1, quantity: 1, attempts: attempts)],
+            deadline: Date(timeIntervalSinceNow: deadline), attempts: 0, createdAt: Date(), epoch: 1, leaseValidUntil: .now + .seconds(120)
         )
         try await withCleanup {
+            try await body(caller, transaction)
+        } cleanup: {
+            try? await client.shutdown()
+        }
+    }
+
+    @Test("a first phase retried against a participant that is down stops when its task is cancelled (the coordinator stopping)")
+    func firstPhaseStopsWhenCancelled() async throws {
+        try await Self.withCallerToDownParticipant(deadline: 120) { caller, transaction in
             let call = Task {
                 var branch = transaction.branches[0]
                 _ = await caller.callWithinDeadline(.tccTry, &branch, transaction: transaction)
@@ -144,8 +184,17 @@ struct HardeningTests {
             // before, a cancelled sleep returned at once and the loop called again, and again, until the 120 s deadline
             let attempts = try await withDeadline(.seconds(30)) { await call.value }
             #expect(attempts >= 1)
-        } cleanup: {
-            try? await client.shutdown()
+        }
+    }
+
+    @Test("a branch whose attempt count in the log is the largest integer (edited by hand) is called, not a crash")
+    func attemptCountSaturates() async throws {
+        // before, `attempts += 1` overflowed and stopped the process; every coordinator that claimed the row next did too
+        try await Self.withCallerToDownParticipant(deadline: 0.5, attempts: .max) { caller, transaction in
+            var branch = transaction.branches[0]
+            let outcome = await caller.callWithinDeadline(.tccTry, &branch, transaction: transaction)
+            guard case .retry = outcome else { Issue.record("a participant that is down is retried: \(outcome)"); return }
+            #expect(branch.attempts == .max)
         }
     }
 
