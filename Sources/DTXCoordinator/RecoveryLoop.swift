@@ -1,3 +1,4 @@
+import DTXPostgres
 import Logging
 import Prometheus
 import ServiceLifecycle
@@ -14,10 +15,10 @@ public struct RecoveryLoop: Service {
     let logger: Logger
 
     public func run() async throws {
-        try await cancelWhenGracefulShutdown {
+        await cancelWhenGracefulShutdown {
             while !Task.isCancelled {
                 let claimed = await self.runOnce()
-                if claimed < batch { try await Task.sleep(for: interval) }
+                if claimed < batch, await !pause(for: interval) { return }
             }
         }
     }

@@ -1,4 +1,5 @@
 import DTXHTTP
+import DTXPostgres
 import DTXProtocol
 import Foundation
 import Logging
@@ -52,9 +53,8 @@ public struct Reconciler: Service {
     let logger: Logger
 
     public func run() async throws {
-        try await cancelWhenGracefulShutdown {
-            while !Task.isCancelled {
-                try await Task.sleep(for: configuration.interval)
+        await cancelWhenGracefulShutdown {
+            while await pause(for: configuration.interval) {
                 _ = await self.runOnce()
             }
         }

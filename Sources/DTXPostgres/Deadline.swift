@@ -62,3 +62,17 @@ private final class ResumeOnce<T: Sendable>: Sendable {
         continuation?.resume(with: result)
     }
 }
+
+/// Sleeps for `duration`; false when the task was cancelled instead (a service's loop then ends).
+///
+/// The services' loops end this way, normally, on a graceful shutdown: a loop that let the sleep's CancellationError
+/// out would end its service with an error, and ServiceLifecycle then cancels the whole group and the process exits
+/// with status 1 and "Error: CancellationError()" after a plain SIGTERM.
+public func pause(for duration: Duration) async -> Bool {
+    do {
+        try await Task.sleep(for: duration)
+        return !Task.isCancelled
+    } catch {
+        return false
+    }
+}

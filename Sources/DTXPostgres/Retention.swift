@@ -100,10 +100,13 @@ public struct RetentionJob: Service {
     }
 
     public func run() async throws {
-        guard retention.configuration.horizon > .zero else { return }
-        try await cancelWhenGracefulShutdown {
-            while !Task.isCancelled {
-                try await Task.sleep(for: retention.configuration.interval)
+        // off (horizon 0): wait for the shutdown all the same; a service that returns at once stops its whole group
+        guard retention.configuration.horizon > .zero else {
+            try? await gracefulShutdown()
+            return
+        }
+        await cancelWhenGracefulShutdown {
+            while await pause(for: retention.configuration.interval) {
                 do {
                     // bounded: a pass that hung on a lost database call would end retention for good (see withDeadline)
                     let pass = try await withDeadline(retention.configuration.passTimeout) { [client, retention] in

@@ -147,25 +147,36 @@ struct LifecycleOptions: ParsableArguments {
     var parentPid: Int32?
 }
 
-/// Runs services until SIGTERM or SIGINT (or the end of the parent given by --parent-pid), then shuts them down
-/// gracefully.
+/// Runs services until SIGTERM or SIGINT, then shuts them down gracefully: no new requests, and those in flight get
+/// up to `gracefulShutdownLimit` to finish before they are cancelled (a coordinator's transaction then goes on from its
+/// log, driven by recovery). With --parent-pid, the end of that process cancels everything at once: nobody waits for
+/// the answers any more (a demo or bench that was stopped or killed leaves no service behind).
 func runServices(_ services: [any Service], lifecycle: LifecycleOptions, logger: Logger) async throws {
     var configuration = ServiceGroupConfiguration(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+    configuration.maximumGracefulShutdownDuration = gracefulShutdownLimit
+    configuration.maximumCancellationDuration = .seconds(10)
     if let parent = lifecycle.parentPid {
-        configuration.services.append(.init(service: ParentWatch(pid: parent), successTerminationBehavior: .gracefullyShutdownGroup))
+        configuration.services.append(.init(service: ParentWatch(pid: parent, logger: logger), successTerminationBehavior: .cancelGroup))
     }
-    try await ServiceGroup(configuration: configuration).run()
+    do {
+        try await ServiceGroup(configuration: configuration).run()
+    } catch where lifecycle.parentPid.map({ kill($0, 0) != 0 }) == true {
+        // cancelled because the parent is gone (ParentWatch said so): the end this process was started for
+    }
 }
 
-/// Ends (and so shuts the group down) when the parent process is gone: a demo killed with SIGKILL leaves no service.
+/// How long requests in flight get after SIGTERM or SIGINT.
+let gracefulShutdownLimit: Duration = .seconds(10)
+
+/// Ends when the parent process is gone, which cancels the group (see `runServices`).
 struct ParentWatch: Service {
     let pid: Int32
+    let logger: Logger
 
     func run() async throws {
-        try await cancelWhenGracefulShutdown {
-            while kill(pid, 0) == 0 {
-                try await Task.sleep(for: .milliseconds(500))
-            }
+        await cancelWhenGracefulShutdown {
+            while kill(pid, 0) == 0, await pause(for: .milliseconds(500)) {}
         }
+        if kill(pid, 0) != 0 { logger.info("the process that started this one (pid \(pid)) is gone: stopping") }
     }
 }

@@ -149,6 +149,79 @@ struct HardeningTests {
         }
     }
 
+    @Test("with retention off (horizon 0) the services keep running, and a graceful shutdown ends them without an error")
+    func retentionOffKeepsRunning() async throws {
+        // before, the retention service returned at once, and ServiceLifecycle then cancelled its whole group: the
+        // service stopped as soon as it had started (the fixture's stop also fails a test whose service ends in error)
+        try await CoordinatorFixture.with(configureParticipants: { $0.retention.horizon = .zero }, configure: { $0.retention.horizon = .zero }) { f in
+            for _ in 0..<3 {
+                let reply = try await f.post(TransactionRequest(mode: .tcc, productId: 1, quantity: 1))
+                #expect(reply.status == 200)
+            }
+        }
+    }
+
+    @Test("dtx participant and dtx coordinator stopped with SIGTERM exit with status 0 and no error")
+    func cleanExit() async throws {
+        // before, each loop let its sleep's CancellationError out: "Error: CancellationError()" and status 1
+        let database = try await TestPostgres.shared.newDatabase("cleanexit")
+        let log = try await TestPostgres.shared.newDatabase("cleanexitlog")
+        let (participantPort, coordinatorPort) = (try EmbeddedPostgres.freePort(), try EmbeddedPostgres.freePort())
+        let commands: [(String, Int, [String])] = [
+            ("participant", participantPort, ["participant", "--name", "ServiceA", "--port", "\(participantPort)", "--database-url", database.urlString]),
+            ("coordinator", coordinatorPort, ["coordinator", "--port", "\(coordinatorPort)", "--database-url", log.urlString,
+                                              "--participant", "ServiceA=http://127.0.0.1:\(participantPort)", "--retention-horizon", "0"]),
+        ]
+        let client = ServiceClient.forTests()
+        try await withCleanup {
+            for (name, port, arguments) in commands {
+                let process = try ChildProcess.spawn(
+                    name: name, executable: try dtxExecutable(), arguments: arguments + ["--parent-pid", "\(getpid())"],
+                    logPath: "/tmp/dtx-test-\(getpid())-cleanexit-\(name).log"
+                )
+                try await eventually("\(name) answers /health") {
+                    if let status = process.exitStatus() { throw LaunchError("\(name) exited with \(status): \(process.logTail())") }
+                    return (try? await client.get("http://127.0.0.1:\(port)/health", timeout: .seconds(1)).status) == 200
+                }
+                process.signal(SIGTERM)
+                let status = await process.wait(timeout: .seconds(60))
+                #expect(status == 0, "\(name): \(process.logTail(lines: 5))")
+                #expect(!process.logTail(lines: 20).contains("Error:"), "\(name): \(process.logTail(lines: 5))")
+            }
+        } cleanup: {
+            try? await client.shutdown()
+        }
+    }
+
+    @Test("SIGTERM while a request waits on a participant that never answers: the coordinator ends within its graceful shutdown bound")
+    func shutdownBounded() async throws {
+        let silent = try await SilentServer.start()
+        let log = try await TestPostgres.shared.newDatabase("boundedstop")
+        let port = try EmbeddedPostgres.freePort()
+        // the first phase would go on for 120 s, retried at the silent participant (3 s per call)
+        let coordinator = try await startCoordinatorProcess(
+            database: log, participants: [("ServiceA", silent.url)], instance: "boundedstop", port: port,
+            extra: ["--global-timeout", "120s", "--lease", "200s", "--response-wait", "10s"]
+        )
+        let client = ServiceClient.forTests()
+        try await withCleanup {
+            let post = Task {
+                try? await client.post("http://127.0.0.1:\(port)/v1/transactions", json: TransactionRequest(mode: .tcc, productId: 1, quantity: 1), timeout: .seconds(150))
+            }
+            defer { post.cancel() }
+            try await eventually("the request is at the participant") { silent.connections() >= 1 }
+            let sent = ContinuousClock.now
+            coordinator.signal(SIGTERM)
+            // graceful shutdown gives requests in flight 10 s, then cancels them; before, it waited for this one's 120 s
+            let status = await coordinator.wait(timeout: .seconds(60))
+            #expect(status != nil, "still running \(ContinuousClock.now - sent) after SIGTERM")
+        } cleanup: {
+            await coordinator.stop(grace: .seconds(1))
+            try? await client.shutdown()
+            try? await silent.channel.close()
+        }
+    }
+
     /// A branch caller whose one participant, ServiceA, is down (nothing listens at its port), and a TCC transaction
     /// with one branch there whose first phase ends after `deadline`.
     static func withCallerToDownParticipant(

@@ -35,21 +35,29 @@ struct RunningService: Sendable {
     }
 
     /// Graceful shutdown, cancelled after `grace` (a test that hangs in its clean-up fails instead: CI has a deadline).
+    /// A service that ends with an error after a graceful shutdown fails the test: the process would exit with
+    /// status 1 after a plain SIGTERM.
     func stop(grace: Duration = .seconds(30)) async {
         await group.triggerGracefulShutdown()
-        if await Self.ended(task, within: grace) { return }
+        if let result = await Self.ended(task, within: grace) {
+            if case .failure(let error) = result {
+                Issue.record("the service on port \(port) ended with an error after a graceful shutdown: \(error)")
+            }
+            return
+        }
         Issue.record("the service on port \(port) did not shut down within \(grace) of a graceful shutdown; cancelled")
         task.cancel()
         _ = await Self.ended(task, within: .seconds(10))
     }
 
-    /// Whether `task` ends within `timeout` (awaiting a task's value cannot be cancelled, so it is watched, not awaited).
-    private static func ended(_ task: Task<Void, any Error>, within timeout: Duration) async -> Bool {
-        let ended = Flag()
-        Task { _ = try? await task.value; await ended.set() }
+    /// How `task` ended, if it does within `timeout` (awaiting a task's value cannot be cancelled, so it is watched, not
+    /// awaited).
+    static func ended(_ task: Task<Void, any Error>, within timeout: Duration) async -> Result<Void, any Error>? {
+        let ended = Outcome()
+        Task { await ended.set(await task.result) }
         let deadline = ContinuousClock.now + timeout
         while ContinuousClock.now < deadline {
-            if await ended.value { return true }
+            if let result = await ended.value { return result }
             try? await Task.sleep(for: .milliseconds(20))
         }
         return await ended.value
@@ -78,9 +86,9 @@ extension RunningService {
     }
 }
 
-private actor Flag {
-    private(set) var value = false
-    func set() { value = true }
+private actor Outcome {
+    private(set) var value: Result<Void, any Error>?
+    func set(_ result: Result<Void, any Error>) { value = result }
 }
 
 private actor ParticipantBox {
