@@ -1,4 +1,5 @@
 import DTXPostgres
+import Foundation
 import DTXProtocol
 import Logging
 import PostgresNIO
@@ -190,7 +191,7 @@ public struct StockLedger: Sendable {
         } else {
             rows = try await client.rows(SecondPhaseStatement<UndoFunction>(
                 op: op.rawValue, originOrFrom: op.origin!.rawValue, gids: gids, branches: branches, set: set, to: plan.to.rawValue,
-                lockTimeoutMilliseconds: lockTimeoutMilliseconds, skipLocked: skipLocked, notAfters: requests.map { $0.notAfter ?? "" }
+                lockTimeoutMilliseconds: lockTimeoutMilliseconds, skipLocked: skipLocked, notAfters: requests.map(Self.undoNotAfter)
             ), logger: logger)
         }
         let function = thenFinalize ? "dtx_confirm_finalize" : plan.function
@@ -212,6 +213,14 @@ public struct StockLedger: Sendable {
         let answered = items.compactMap { $0 }
         guard answered.count == requests.count else { throw ProtocolError(.internalError, "\(function) answered \(answered.count) of \(requests.count) items") }
         return answered
+    }
+
+    /// A request's `not_after` as dtx_undo takes it: UTC text in the wire form, '' for none. Never the client's own
+    /// text: PostgreSQL reads no offset past 15:59 and no year 0, both of which RFC 3339 allows; a time before 1970
+    /// (long past, as far as retention is concerned) is written as 1970.
+    static func undoNotAfter(_ request: BranchRequest) -> String {
+        guard let date = request.notAfter.flatMap(Timestamp.parse) else { return "" }
+        return Timestamp.string(max(date, Date(timeIntervalSince1970: 0)))
     }
 
     func refusalError(_ code: ProtocolError.Code, _ op: BranchOperation, _ request: BranchRequest, status: String?) -> ProtocolError {

@@ -181,4 +181,27 @@ struct ParticipantTests {
             #expect(malformed == 0)
         }
     }
+
+    @Test("an undo whose not_after has an offset past 15:59 or the year 0 (RFC 3339 allows both; PostgreSQL reads neither as text) is answered, alone and batched")
+    func undoWithOddNotAfter() async throws {
+        try await ParticipantFixture.with { p in
+            var worker: Int64 = 400
+            for notAfter in ["2026-01-31T12:00:00+20:00", "0000-06-01T00:00:00Z"] {
+                for op in [BranchOperation.tccCancel, .sagaCompensate, .xaRollback] {
+                    worker += 1
+                    // before, the text went to dtx_undo as it came: the statement failed, and the answer was a 503 for ever
+                    let request = BranchRequest(workerEventId: worker, productId: 1, quantity: 1, notAfter: notAfter)
+                    let single = try await p.client.post(p.service.url + op.path, json: request, timeout: .seconds(10))
+                    #expect(single.status == 200 && single.effect == .nullCompensation, "\(op) \(notAfter): \(String(decoding: single.body, as: UTF8.self))")
+                    guard op != .xaRollback else { continue }
+                    worker += 1
+                    let batch = try await p.client.post(
+                        p.service.url + op.path, json: [BranchRequest(workerEventId: worker, productId: 1, quantity: 1, notAfter: notAfter)], timeout: .seconds(10)
+                    )
+                    #expect(batch.status == 200, "\(op) \(notAfter), batched: \(String(decoding: batch.body, as: UTF8.self))")
+                }
+            }
+            #expect(try await p.stock() == 100)
+        }
+    }
 }
