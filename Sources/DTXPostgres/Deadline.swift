@@ -20,22 +20,51 @@ public struct DeadlineExceeded: Error, CustomStringConvertible, Sendable {
 /// which then never completes (vapor/postgres-nio#487, whose fix was reverted in #501). Without a deadline such a call
 /// hung its request, its recovery pass or its reconciler pass forever, and graceful shutdown waited for it. The timer is an event loop's
 /// scheduled task, cancelled as soon as the operation ends: no sleeping task is left behind per call.
+///
+/// The caller's cancellation ends the wait too, at once, with a CancellationError (the operation is cancelled and not
+/// waited for, as at the deadline): a service stopping must not wait out a long bound (retention's pass has 10
+/// minutes), else ServiceLifecycle's cancellation limit ends the process with a trap.
 public func withDeadline<T: Sendable>(_ limit: Duration, _ operation: @escaping @Sendable () async throws -> T) async throws -> T {
     let gate = ResumeOnce<T>()
-    return try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<T, any Error>) in
-        gate.set(continuation)
-        let work = Mutex<Task<Void, Never>?>(nil)
-        let timer = MultiThreadedEventLoopGroup.singleton.any().scheduleTask(in: .nanoseconds(limit.components.seconds * 1_000_000_000 + limit.components.attoseconds / 1_000_000_000)) {
-            // the answer first: the cancelled operation's own error (a CancellationError) must not take its place
-            gate.resume(with: .failure(DeadlineExceeded(limit: limit)))
-            work.withLock { $0?.cancel() }
-        }
-        work.withLock {
-            $0 = Task {
+    let work = WorkTask()
+    return try await withTaskCancellationHandler {
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<T, any Error>) in
+            gate.set(continuation)
+            let timer = MultiThreadedEventLoopGroup.singleton.any().scheduleTask(in: .nanoseconds(limit.components.seconds * 1_000_000_000 + limit.components.attoseconds / 1_000_000_000)) {
+                // the answer first: the cancelled operation's own error (a CancellationError) must not take its place
+                gate.resume(with: .failure(DeadlineExceeded(limit: limit)))
+                work.cancel()
+            }
+            work.set(Task {
                 do { gate.resume(with: .success(try await operation())) } catch { gate.resume(with: .failure(error)) }
                 timer.cancel()
-            }
+            })
         }
+    } onCancel: {
+        gate.resume(with: .failure(CancellationError()))
+        work.cancel()
+    }
+}
+
+/// The operation's task, cancelled by the deadline or by the caller's cancellation, whichever comes first; one that
+/// comes before the task exists cancels it as soon as it is set.
+private final class WorkTask: Sendable {
+    private let state = Mutex<(task: Task<Void, Never>?, cancelled: Bool)>((nil, false))
+
+    func set(_ task: Task<Void, Never>) {
+        let cancelled = state.withLock { state in
+            state.task = task
+            return state.cancelled
+        }
+        if cancelled { task.cancel() }
+    }
+
+    func cancel() {
+        let task = state.withLock { state in
+            state.cancelled = true
+            return state.task
+        }
+        task?.cancel()
     }
 }
 

@@ -147,6 +147,18 @@ struct FoundationTests {
         lost.succeed(0)  // (a promise must not be left uncompleted)
     }
 
+    @Test("withDeadline: the caller's cancellation ends the wait at once, long before the deadline (a service stopping)")
+    func deadlineEndsOnCancellation() async throws {
+        let lost = MultiThreadedEventLoopGroup.singleton.any().makePromise(of: Int.self)
+        // before, a cancelled caller waited for the whole bound (retention's is 10 minutes), and ServiceLifecycle's
+        // cancellation limit then stopped the process with a trap
+        let call = Task { try await withDeadline(.seconds(600)) { try await lost.futureResult.get() } }
+        call.cancel()
+        let outcome = try await withDeadline(.seconds(30)) { await call.result }
+        #expect(throws: CancellationError.self) { try outcome.get() }
+        lost.succeed(0)
+    }
+
     @Test("a spawned program inherits no descriptor but standard input, output and error, and no blocked or ignored signal")
     func spawnedProgramsStartClean() async throws {
         // a listening socket of this process, as SwiftNIO makes them (without close-on-exec)
