@@ -52,6 +52,7 @@ let package = Package(
                 .embedInCode("SQL/coordinator/003_coordinator_retention.sql"),
                 .embedInCode("SQL/coordinator/004_coordinator_log_lock_order.sql"),
                 .embedInCode("SQL/coordinator/005_coordinator_ids_from_the_clock.sql"),
+                .embedInCode("SQL/coordinator/006_coordinator_postpone_saturates.sql"),
             ]
         ),
         // What every dtx HTTP service shares: JSON errors, bearer token, metrics, the branch HTTP client.

@@ -48,6 +48,7 @@ public enum Schema: String, Sendable, CaseIterable {
                 Migration("003_coordinator_retention.sql", PackageResources._03_coordinator_retention_sql),
                 Migration("004_coordinator_log_lock_order.sql", PackageResources._04_coordinator_log_lock_order_sql),
                 Migration("005_coordinator_ids_from_the_clock.sql", PackageResources._05_coordinator_ids_from_the_clock_sql),
+                Migration("006_coordinator_postpone_saturates.sql", PackageResources._06_coordinator_postpone_saturates_sql),
             ]
         }
     }

@@ -399,6 +399,31 @@ struct HardeningTests {
         }
     }
 
+    @Test("a row whose attempt count in the log is the largest integer (edited by hand) is postponed, not refused by the database")
+    func postponeAtMaxAttempts() async throws {
+        let database = try await TestPostgres.shared.newDatabase("maxattempts")
+        try await withDatabase(database) { _ = try await Migrator.migrate(.coordinator, connection: $0, logger: TestPostgres.logger) }
+        try await withDatabase(database) { connection in
+            try await connection.query(
+                """
+                INSERT INTO worker_events (id, status, mode, phase, request, branches, deadline_at, attempts)
+                VALUES (1, 'pending', 'tcc', 'try', '{}', '[]', now(), 2147483647)
+                """,
+                logger: TestPostgres.logger
+            )
+        }
+        try await PostgresClientRunner(url: database).run { client in
+            let log = TransactionLog.forTests(client, owner: "t", holder: 1)
+            let transaction = try #require(try await log.claim(limit: 10).first)
+            // before sql/coordinator/006: "integer out of range", and the row came back every lease instead
+            try await log.postpone(transaction, delay: .seconds(60))
+            let postponed = try await scalar(
+                database, "SELECT count(*) FROM worker_events WHERE id = 1 AND attempts = 2147483647 AND next_retry_at > now() + interval '50 seconds'"
+            )
+            #expect(postponed == 1)
+        }
+    }
+
     @Test("two group commits carrying the same Idempotency-Keys in opposite order wait for each other; neither deadlocks")
     func beginKeysInAnyOrder() async throws {
         let database = try await TestPostgres.shared.newDatabase("keyorder")
