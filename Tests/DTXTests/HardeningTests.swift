@@ -372,20 +372,23 @@ struct HardeningTests {
         }
     }
 
+    /// A new coordinator log database with the rows `insert` writes (by hand, as an operator or another version might).
+    static func logWithRows(_ name: String, _ insert: String) async throws -> DatabaseURL {
+        let database = try await TestPostgres.shared.newDatabase(name)
+        try await withDatabase(database) { connection in
+            _ = try await Migrator.migrate(.coordinator, connection: connection, logger: TestPostgres.logger)
+            try await connection.query(PostgresQuery(unsafeSQL: insert), logger: TestPostgres.logger)
+        }
+        return database
+    }
+
     @Test("a claimed row this version cannot read (an unknown branch state) is set aside; the rest of the claim is driven")
     func unreadableRow() async throws {
-        let database = try await TestPostgres.shared.newDatabase("unreadable")
-        try await withDatabase(database) { _ = try await Migrator.migrate(.coordinator, connection: $0, logger: TestPostgres.logger) }
-        try await withDatabase(database) { connection in
-            try await connection.query(
-                """
-                INSERT INTO worker_events (id, status, mode, phase, request, branches, deadline_at)
-                VALUES (1, 'pending', 'tcc', 'try', '{}', '[{"participant": "ServiceA", "product_id": 1, "quantity": 1, "state": "bogus", "attempts": 0}]', now()),
-                       (2, 'pending', 'tcc', 'try', '{}', '[]', now())
-                """,
-                logger: TestPostgres.logger
-            )
-        }
+        let database = try await Self.logWithRows("unreadable", """
+            INSERT INTO worker_events (id, status, mode, phase, request, branches, deadline_at)
+            VALUES (1, 'pending', 'tcc', 'try', '{}', '[{"participant": "ServiceA", "product_id": 1, "quantity": 1, "state": "bogus", "attempts": 0}]', now()),
+                   (2, 'pending', 'tcc', 'try', '{}', '[]', now())
+            """)
         try await PostgresClientRunner(url: database).run { client in
             let log = TransactionLog.forTests(client, owner: "t", holder: 1)
             // before, the claim threw for both: each came back every lease, and row 2 was never driven
@@ -401,17 +404,10 @@ struct HardeningTests {
 
     @Test("a row whose attempt count in the log is the largest integer (edited by hand) is postponed, not refused by the database")
     func postponeAtMaxAttempts() async throws {
-        let database = try await TestPostgres.shared.newDatabase("maxattempts")
-        try await withDatabase(database) { _ = try await Migrator.migrate(.coordinator, connection: $0, logger: TestPostgres.logger) }
-        try await withDatabase(database) { connection in
-            try await connection.query(
-                """
-                INSERT INTO worker_events (id, status, mode, phase, request, branches, deadline_at, attempts)
-                VALUES (1, 'pending', 'tcc', 'try', '{}', '[]', now(), 2147483647)
-                """,
-                logger: TestPostgres.logger
-            )
-        }
+        let database = try await Self.logWithRows("maxattempts", """
+            INSERT INTO worker_events (id, status, mode, phase, request, branches, deadline_at, attempts)
+            VALUES (1, 'pending', 'tcc', 'try', '{}', '[]', now(), 2147483647)
+            """)
         try await PostgresClientRunner(url: database).run { client in
             let log = TransactionLog.forTests(client, owner: "t", holder: 1)
             let transaction = try #require(try await log.claim(limit: 10).first)
