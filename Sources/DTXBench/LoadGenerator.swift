@@ -86,6 +86,11 @@ public struct LoadGenerator: Sendable {
 
     enum Answer { case completed, failed, compensated, pending, error }
 
+    /// Open loop: when arrival `index` is due (`rate` is checked by the command: finite, above 0).
+    static func arrival(_ index: Int, rate: Double, from start: ContinuousClock.Instant) -> ContinuousClock.Instant {
+        start + .nanoseconds(Int64(Double(index) / rate * 1e9))
+    }
+
     public func run(_ target: LoadTarget, plan: LoadPlan) async -> LoadResult {
         let sampler = workload.sampler()
         let start = ContinuousClock.now
@@ -114,9 +119,19 @@ public struct LoadGenerator: Sendable {
                         var sendAt = ContinuousClock.now
                         if let rate = plan.rate {
                             let index = counters.arrivals.add(1, ordering: .relaxed).oldValue
-                            sendAt = start + .nanoseconds(Int64(Double(index) / rate * 1e9))
+                            sendAt = Self.arrival(index, rate: rate, from: start)
                             if sendAt >= measureUntil { break }
-                            if sendAt > .now { try? await Task.sleep(until: sendAt) }
+                            if sendAt > .now {
+                                try? await Task.sleep(until: sendAt)
+                            } else if ContinuousClock.now >= measureUntil {
+                                // due in the window, not sent by its end (every client busy): the run does not go on
+                                // to send the backlog; it counts as an error, its latency at least its wait so far
+                                if sendAt >= measureFrom {
+                                    outcomes.errors += 1
+                                    _ = histogram.record(UInt64(max(1, (ContinuousClock.now - sendAt).inMicroseconds)))
+                                }
+                                break
+                            }
                         } else if sendAt >= measureUntil {
                             break
                         }
@@ -130,7 +145,9 @@ public struct LoadGenerator: Sendable {
                             if samples.count <= bucket { samples += Array(repeating: 0, count: bucket - samples.count + 1) }
                             samples[bucket] += 1
                         }
-                        guard sendAt >= measureFrom, end <= measureUntil || plan.count != nil else { continue }
+                        // closed loop: what was answered within the window. Open loop: every arrival due in the
+                        // window, however late its answer, so that a stall near the end still shows in the latency
+                        guard sendAt >= measureFrom, end <= measureUntil || plan.count != nil || plan.rate != nil else { continue }
                         counters.measured.add(1, ordering: .relaxed)
                         _ = histogram.record(UInt64(max(1, (end - sendAt).inMicroseconds)))
                         switch answer {
@@ -149,6 +166,19 @@ public struct LoadGenerator: Sendable {
         let finished = ContinuousClock.now
         var latency = Histogram<UInt64>(highestTrackableValue: 120_000_000, numberOfSignificantValueDigits: .three)
         var outcomes = Outcomes()
+        if let rate = plan.rate, plan.count == nil {
+            // arrivals due in the window that no client took before it ended: never sent, errors as above
+            var index = counters.arrivals.load(ordering: .relaxed)
+            while true {
+                let sendAt = Self.arrival(index, rate: rate, from: start)
+                guard sendAt < measureUntil else { break }
+                if sendAt >= measureFrom {
+                    outcomes.errors += 1
+                    _ = latency.record(UInt64(max(1, (finished - sendAt).inMicroseconds)))
+                }
+                index += 1
+            }
+        }
         var samples: [Int] = []
         for (histogram, clientOutcomes, clientSamples) in perClient {
             latency.add(histogram)

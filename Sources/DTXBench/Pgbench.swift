@@ -56,11 +56,13 @@ enum Pgbench {
         let total = plan.warmup + plan.duration
         // variables inside the gids' quotes need the simple protocol (prepared statements bind them as parameters)
         let protocolMode = mode == .pgbench2PC ? "simple" : "prepared"
-        let arguments = [
+        var arguments = [
             "-n", "-c", "\(clients)", "-j", "\(min(clients, 2))", "-T", "\(max(1, Int(total.inSeconds.rounded(.up))))",
             "-M", protocolMode, "-f", scriptPath, "-l", "--log-prefix", logPrefix,
             "-h", host, "-p", "\(port)", "-U", database.username, database.database,
         ]
+        // open loop as the other rows (pgbench then measures latency from each transaction's scheduled start too)
+        if let rate = plan.rate { arguments.insert(contentsOf: ["-R", String(format: "%.3f", rate)], at: 0) }
         let childrenBefore = ProcessCPU.reapedChildrenSeconds()
         let started = Date()
         let process = try ChildProcess.spawn(name: mode.rawValue, executable: executable, arguments: arguments, logPath: "\(directory)/\(mode.rawValue).log")

@@ -51,11 +51,23 @@ public struct Scenario: Codable, Sendable {
         if let partition = scenario.partition, !["ServiceA", "ServiceB"].contains(partition.participant) {
             throw ScenarioError("scenario \(path): a partition cuts the coordinator from ServiceA or ServiceB, not '\(partition.participant)'")
         }
+        if let crash = scenario.crash, !Self.crashTargets.contains(crash.target) {
+            throw ScenarioError("scenario \(path): a crash kills \(Self.crashTargets.joined(separator: ", ")), not '\(crash.target)'")
+        }
+        let times = [scenario.crash?.atSeconds, scenario.crash?.downSeconds, scenario.partition?.atSeconds, scenario.partition?.forSeconds]
+        if times.contains(where: { $0.map { !(0...Self.longestFaultSeconds).contains($0) } ?? false }) {
+            throw ScenarioError("scenario \(path): a fault's times are seconds from 0 to \(Int(Self.longestFaultSeconds))")
+        }
         if scenario.crash != nil && scenario.partition != nil {
             throw ScenarioError("scenario \(path): one fault per scenario (crash or partition)")
         }
         return scenario
     }
+
+    /// The processes a crash can kill.
+    public static let crashTargets = ["ServiceA", "ServiceB", "coordinator"]
+    /// A day: a fault's time, or how long it lasts, beyond that is a typo (and would not fit a Duration's arithmetic).
+    static let longestFaultSeconds = 86_400.0
 
     /// The scenario's own modes, parsed.
     public var benchModes: [BenchMode]? { modes.flatMap { try? BenchMode.list($0.joined(separator: ",")) } }

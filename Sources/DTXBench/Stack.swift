@@ -120,26 +120,32 @@ public actor Stack {
         }
     }
 
-    private func relayLinks() throws -> [(name: String, target: Int)] {
-        func port(_ url: DatabaseURL) throws -> Int {
-            guard case .tcp(_, let port) = url.endpoint else { throw LaunchError("the relay needs TCP database URLs, not \(url)") }
-            return port
+    /// Each link's name and the host and port it forwards to: the database servers where their URLs say (another
+    /// machine too), the services on this one.
+    private func relayLinks() throws -> [(name: String, host: String, port: Int)] {
+        func target(_ url: DatabaseURL) throws -> (String, Int) {
+            guard case .tcp(let host, let port) = url.endpoint else { throw LaunchError("the relay needs TCP database URLs, not \(url)") }
+            return (host, port)
         }
-        var links: [(String, Int)] = [
-            (Link.database("ServiceA"), try port(configuration.serviceA)),
-            (Link.database("ServiceB"), try port(configuration.serviceB)),
-            (Link.database(Self.coordinatorName), try port(configuration.coordinatorDatabase)),
-            (Link.toCoordinator, ports[Self.coordinatorName]!),
-            (Link.loadgenDatabase, try port(configuration.serviceA)),
+        func local(_ service: String) throws -> (String, Int) {
+            guard let port = ports[service] else { throw LaunchError("no service named '\(service)' in this stack") }
+            return ("127.0.0.1", port)
+        }
+        var links: [(String, (String, Int))] = [
+            (Link.database("ServiceA"), try target(configuration.serviceA)),
+            (Link.database("ServiceB"), try target(configuration.serviceB)),
+            (Link.database(Self.coordinatorName), try target(configuration.coordinatorDatabase)),
+            (Link.toCoordinator, try local(Self.coordinatorName)),
+            (Link.loadgenDatabase, try target(configuration.serviceA)),
         ]
         for participant in Self.participantNames {
-            links.append((Link.coordinatorTo(participant), ports[participant]!))
-            links.append((Link.loadgenTo(participant), ports[participant]!))
+            links.append((Link.coordinatorTo(participant), try local(participant)))
+            links.append((Link.loadgenTo(participant), try local(participant)))
         }
         for coordinator in serviceNames where coordinator.hasPrefix(Self.coordinatorName) {
-            links.append((Link.loadgenTo(coordinator), ports[coordinator]!))
+            links.append((Link.loadgenTo(coordinator), try local(coordinator)))
         }
-        return links
+        return links.map { (name: $0.0, host: $0.1.0, port: $0.1.1) }
     }
 
     private func startRelay(_ rtt: Duration) async throws {
@@ -148,7 +154,8 @@ public actor Stack {
         // each link listens on a port the system chooses (0), which the relay prints: a port picked here and handed
         // over could be taken by another program in between (it happened: a reference run ended on EADDRINUSE)
         let links = try relayLinks()
-        for link in links { arguments += ["--link", "\(link.name)=0:127.0.0.1:\(link.target)"] }
+        // an IPv6 address is fine here: the relay splits the link at its first and last colon
+        for link in links { arguments += ["--link", "\(link.name)=0:\(link.host):\(link.port)"] }
         let relay = try ChildProcess.spawn(
             name: Self.relayName, executable: configuration.executable, arguments: arguments,
             logPath: "\(configuration.logDirectory)/\(Self.relayName).log", controlled: true
@@ -197,13 +204,14 @@ public actor Stack {
 
     /// Starts one service (again) on its port, and waits for its /health.
     public func startService(_ name: String) async throws {
+        guard let port = ports[name] else { throw LaunchError("no service named '\(name)' in this stack") }
         var arguments: [String]
         let parent = (configuration.keepRunning ? [] : ["--parent-pid", "\(getpid())"]) + ["--log-level", configuration.logLevel]
         let relayed = { (link: String) in self.relayPorts[link].map { "http://127.0.0.1:\($0)" } }
         if name.hasPrefix(Self.coordinatorName) {
             let database = relayPorts[Link.database(Self.coordinatorName)].map { configuration.coordinatorDatabase.through(port: $0) }
                 ?? configuration.coordinatorDatabase
-            arguments = ["coordinator", "--port", "\(ports[name]!)", "--database-url", database.urlString, "--instance-id", name]
+            arguments = ["coordinator", "--port", "\(port)", "--database-url", database.urlString, "--instance-id", name]
             for participant in Self.participantNames {
                 arguments += ["--participant", "\(participant)=\(relayed(Link.coordinatorTo(participant)) ?? url(participant))"]
             }
@@ -217,7 +225,7 @@ public actor Stack {
         } else {
             let own = name == "ServiceA" ? configuration.serviceA : configuration.serviceB
             let database = relayPorts[Link.database(name)].map { own.through(port: $0) } ?? own
-            arguments = ["participant", "--name", name, "--port", "\(ports[name]!)", "--database-url", database.urlString,
+            arguments = ["participant", "--name", name, "--port", "\(port)", "--database-url", database.urlString,
                          "--coordinator", relayed(Link.toCoordinator) ?? url(Self.coordinatorName)]
             arguments += configuration.participantArguments[name] ?? []
         }

@@ -68,6 +68,16 @@ public struct Verifier: Sendable {
                 }
             }
         }
+        // a participant the log names but that was not given (left out, or its name misspelt) cannot be checked: its
+        // rows could be missing and nothing else here would say so
+        let given = Set(participants.map(\.name))
+        var unchecked: [String: Int64] = [:]
+        for (id, outcome) in outcomes {
+            for branch in outcome.branches where !given.contains(branch.participant) { unchecked[branch.participant] = min(unchecked[branch.participant] ?? id, id) }
+        }
+        for (name, id) in unchecked.sorted(by: { $0.key < $1.key }) {
+            violations.append(.init(service: name, workerEventId: id, problem: "the log names participant '\(name)' (first in this worker_event), which was not checked: give its database too"))
+        }
         for participant in participants {
             try await participant.database.withConnection(logger: logger) { connection in
                 violations += try await checkParticipant(

@@ -41,13 +41,18 @@ struct BenchCommand: AsyncParsableCommand {
         }
         guard !options.modes.isEmpty, !options.rtts.isEmpty else { throw ValidationError("give at least one mode and one round-trip time") }
         options.clients = try clients.split(separator: ",").map {
-            guard let n = Int($0.trimmingCharacters(in: .whitespaces)), n >= 1 else { throw ValidationError("--clients: '\($0)' is not a positive integer") }
+            guard let n = Int($0.trimmingCharacters(in: .whitespaces)), (1...Self.maxClients).contains(n) else {
+                throw ValidationError("--clients: '\($0)' is not a whole number from 1 to \(Self.maxClients)")
+            }
             return n
         }
         options.duration = duration.duration
         options.warmup = warmup.duration
         guard repeats >= 1 else { throw ValidationError("--repeat must be at least 1") }
         options.repeats = repeats
+        if let rate, !(rate.isFinite && Self.rates.contains(rate)) {
+            throw ValidationError("--rate must be requests per second from \(Self.rates.lowerBound) to \(Int(Self.rates.upperBound)), e.g. --rate 500")
+        }
         options.rate = rate
         options.batchWindow = batchWindow?.duration
         if let window = batchWindow?.duration, window <= .zero || window > .seconds(1) {
@@ -75,6 +80,11 @@ struct BenchCommand: AsyncParsableCommand {
             throw ExitCode(1)
         }
     }
+
+    /// Open-loop rates the bench takes: below 0.1/s a run of minutes sends nothing; above, no client keeps up.
+    static let rates: ClosedRange<Double> = 0.1...1_000_000
+    /// Clients per run: each is a task with its connection; thousands would measure the load generator.
+    static let maxClients = 4096
 
     func defaultScenarioFiles() throws -> [String] {
         let folder = "benchmarks/scenarios"

@@ -43,14 +43,25 @@ func selfExecutable() -> String {
     (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
 }
 
-/// Runs `handler` on SIGINT or SIGTERM instead of dying at once.
-func onInterrupt(_ handler: @escaping @Sendable () -> Void) -> any DispatchSourceSignal {
-    let sources = [SIGINT, SIGTERM].map { signalNumber -> any DispatchSourceSignal in
+/// Runs `handler` on SIGINT or SIGTERM instead of dying at once, until `cancel()`.
+///
+/// Both signal sources are kept: a dispatch source whose last reference goes is cancelled, and its signal (ignored
+/// here, so that the handler runs instead) would then do nothing at all: `kill` or `timeout` could not stop the run.
+func onInterrupt(_ handler: @escaping @Sendable () -> Void) -> InterruptHandler {
+    InterruptHandler(sources: [SIGINT, SIGTERM].map { signalNumber -> any DispatchSourceSignal in
         signal(signalNumber, SIG_IGN)
         let source = DispatchSource.makeSignalSource(signal: signalNumber, queue: .global())
         source.setEventHandler(handler: handler)
         source.resume()
         return source
+    })
+}
+
+/// The signal sources `onInterrupt` made.
+struct InterruptHandler {
+    let sources: [any DispatchSourceSignal]
+
+    func cancel() {
+        for source in sources { source.cancel() }
     }
-    return sources[0]
 }

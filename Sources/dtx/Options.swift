@@ -1,4 +1,5 @@
 import ArgumentParser
+import DTXBench
 import DTXPostgres
 import Foundation
 import Logging
@@ -30,9 +31,25 @@ struct DurationArgument: ExpressibleByArgument, Sendable {
     var defaultValueDescription: String { "\(duration)" }
 }
 
+/// A round-trip time in milliseconds with microsecond precision ("0.5ms", "1.5ms", "5"), as the bench's --rtt takes it.
+struct RTTArgument: ExpressibleByArgument, Sendable {
+    var duration: Duration
+
+    init?(argument: String) {
+        guard let duration = try? Bench.parseRTT(argument) else { return nil }
+        self.duration = duration
+    }
+}
+
 struct LoggingOptions: ParsableArguments {
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: String = "info"
+
+    func validate() throws {
+        guard Logger.Level(rawValue: logLevel) != nil else {
+            throw ValidationError("--log-level '\(logLevel)': give trace, debug, info, notice, warning, error or critical")
+        }
+    }
 
     func bootstrap(label: String) -> Logger {
         let level = Logger.Level(rawValue: logLevel) ?? .info

@@ -14,7 +14,7 @@ struct RelayCommand: AsyncParsableCommand {
             """
     )
 
-    @Option(help: "Round-trip time through the relay, e.g. 5ms.") var rtt: DurationArgument
+    @Option(help: "Round-trip time through the relay in milliseconds, 0 to 1000, e.g. 5ms or 0.5ms.") var rtt: RTTArgument
     @Option(name: .customLong("link"), help: "NAME=LISTEN_PORT:TARGET_HOST:TARGET_PORT (repeat).") var links: [String]
     @OptionGroup var lifecycle: LifecycleOptions
     @OptionGroup var logging: LoggingOptions
@@ -22,12 +22,18 @@ struct RelayCommand: AsyncParsableCommand {
     func run() async throws {
         let logger = logging.bootstrap(label: "dtx.relay")
         let parsed = try links.map { spec -> Relay.Link in
+            // the host is what lies between the first and the last colon, so that an IPv6 address ([::1] or ::1) fits
             let parts = spec.split(separator: "=", maxSplits: 1)
-            let address = parts.count == 2 ? parts[1].split(separator: ":") : []
-            guard parts.count == 2, address.count == 3, let listen = Int(address[0]), let target = Int(address[2]) else {
+            let address = parts.count == 2 ? parts[1] : ""
+            guard parts.count == 2, let first = address.firstIndex(of: ":"), let last = address.lastIndex(of: ":"), first < last,
+                  let listen = Int(address[..<first]), (0...65535).contains(listen),
+                  let target = Int(address[address.index(after: last)...]), (1...65535).contains(target)
+            else {
                 throw ValidationError("--link '\(spec)': give NAME=LISTEN_PORT:TARGET_HOST:TARGET_PORT, e.g. coordinator=9100:127.0.0.1:8090")
             }
-            return Relay.Link(name: String(parts[0]), listenPort: listen, targetHost: String(address[1]), targetPort: target)
+            var host = address[address.index(after: first)..<last]
+            if host.hasPrefix("["), host.hasSuffix("]") { host = host.dropFirst().dropLast() }
+            return Relay.Link(name: String(parts[0]), listenPort: listen, targetHost: String(host), targetPort: target)
         }
         guard !parsed.isEmpty else { throw ValidationError("give at least one --link") }
         let relay = Relay(links: parsed, rtt: rtt.duration, logger: logger)

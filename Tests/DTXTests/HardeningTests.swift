@@ -127,6 +127,8 @@ struct HardeningTests {
         let url = "postgres://postgres@127.0.0.1:1/x"  // never reached: each is refused before any connection
         let coordinator = ["coordinator", "--database-url", url, "--participant", "ServiceA=http://127.0.0.1:1"]
         let participant = ["participant", "--name", "ServiceA", "--database-url", url]
+        let scenario = try BenchTests.scenarioFile("flags")
+        let crashTypo = try BenchTests.scenarioFile("flags-crash", extra: #", "crash": {"target": "serviceB", "atSeconds": 1, "downSeconds": 1}"#)
         let cases: [([String], String)] = [
             // before: an integer overflow while parsing (signal 4), or later in nanosecond arithmetic
             (coordinator + ["--lease", "inf"], "'inf' is invalid for '--lease"),
@@ -138,6 +140,15 @@ struct HardeningTests {
             (participant + ["--port=-1"], "--port -1 is not a TCP port"),
             (participant + ["--lock-timeout", "10s"], "--lock-timeout (10.0 seconds) must be below 5.0 seconds"),
             (participant + ["--retention-horizon=-1h"], "'-1h' is invalid for '--retention-horizon"),
+            // before: silently info
+            (coordinator + ["--log-level", "verbose"], "--log-level 'verbose'"),
+            // before: --rate 0 trapped (0/0 as an Int64) after the servers had started; inf sent for ever
+            (["bench", "--scenario", scenario, "--rate", "0"], "--rate must be requests per second"),
+            (["bench", "--scenario", scenario, "--rate", "inf"], "--rate must be requests per second"),
+            (["bench", "--scenario", scenario, "--clients", "0"], "--clients: '0' is not a whole number"),
+            // before: loaded, then a trap on a missing port when the crash came
+            (["bench", "--scenario", crashTypo], "a crash kills ServiceA, ServiceB, coordinator, not 'serviceB'"),
+            (["relay", "--rtt", "5ms", "--link", "x=0:127.0.0.1:0"], "--link 'x=0:127.0.0.1:0'"),
         ]
         for (index, (arguments, message)) in cases.enumerated() {
             let process = try ChildProcess.spawn(

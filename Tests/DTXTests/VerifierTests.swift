@@ -19,6 +19,11 @@ struct VerifierTests {
                 logger: TestPostgres.logger
             )
             #expect(try await verifier.check().isEmpty)
+            // a participant left out (or misspelt): said, not passed over (before, its rows went unchecked)
+            var partial = verifier
+            partial.participants = [.init(name: "ServiceA", database: f.serviceA.database), .init(name: "serviceB", database: f.serviceB.database)]
+            let unchecked = try await partial.check().map(\.description)
+            #expect(unchecked.contains { $0.contains("the log names participant 'ServiceB'") }, "\(unchecked)")
 
             // stock changed behind the system's back
             _ = try await scalar(f.serviceB.database, "UPDATE products SET stock = stock - 1 WHERE id = 1 RETURNING stock")
