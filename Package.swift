@@ -47,6 +47,7 @@ let package = Package(
                 .embedInCode("SQL/participant/007_participant_confirm_finalize_one_write.sql"),
                 .embedInCode("SQL/participant/008_participant_prune_takes_no_product_row.sql"),
                 .embedInCode("SQL/participant/009_participant_undo_keeps_first_phase_end.sql"),
+                .embedInCode("SQL/participant/010_participant_watermark_from_coordinated_rows.sql"),
                 .embedInCode("SQL/coordinator/001_coordinator_schema.sql"),
                 .embedInCode("SQL/coordinator/002_coordinator_log_functions.sql"),
                 .embedInCode("SQL/coordinator/003_coordinator_retention.sql"),

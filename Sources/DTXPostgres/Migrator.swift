@@ -40,6 +40,10 @@ public enum Schema: String, Sendable, CaseIterable {
                     "009_participant_undo_keeps_first_phase_end.sql",
                     PackageResources._09_participant_undo_keeps_first_phase_end_sql
                 ),
+                Migration(
+                    "010_participant_watermark_from_coordinated_rows.sql",
+                    PackageResources._10_participant_watermark_from_coordinated_rows_sql
+                ),
             ]
         case .coordinator:
             return [

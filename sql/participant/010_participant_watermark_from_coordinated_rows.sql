@@ -1,0 +1,147 @@
+-- The pruned-gid watermark can no longer be moved by a call anyone could make, nor block what carries a deadline;
+-- retention no longer stalls behind old open branches. Replaces dtx_first_phase (004), dtx_xa_commit_missing (004)
+-- and dtx_prune (008), which stay as applied. Apply by hand with:
+--   psql -v ON_ERROR_STOP=1 -d DB -f sql/participant/010_participant_watermark_from_coordinated_rows.sql
+--
+-- Before: since 009 a null compensation keeps the not_after its request carried, and the prune raised the watermark
+-- from any pruned barrier row with a not_after. So one cancel with a made-up gid (9e18) and a not_after, once pruned,
+-- moved the watermark above every id a coordinator would ever send, and from then on every try, reserve and prepare
+-- was refused as pruned (409 branch_pruned), every global transaction aborted, until someone edited retention_state.
+-- Now:
+-- - the watermark rises only from pruned branch rows a coordinator made (coordinator_url noted, a deadline in the
+--   barrier);
+-- - a first phase that carries its deadline (every coordinator call) is judged by that deadline only (DX008), never by
+--   the watermark, which is for the documented body alone;
+-- - an XA commit that finds its branch rolled back is refused (branch_cancelled) whatever the watermark says;
+-- - the prune's candidates with barrier rows only are filtered before their LIMIT: 1,000 old open branches (a
+--   coordinator gone, the bench's never-confirmed baselines on a kept server) filled that list on every pass, so null
+--   compensations and rolled-back XA branches behind them were never pruned.
+
+CREATE OR REPLACE FUNCTION dtx_first_phase(
+    p_op text, p_mode text, p_row_status text, p_gid bigint, p_branch bigint, p_quantity bigint, p_service text,
+    p_lock_timeout_ms integer, p_not_after timestamptz, p_coordinator_url text, p_xa_gid text
+) RETURNS TABLE (effect text, status text) LANGUAGE plpgsql AS $$
+DECLARE
+    v_status text;
+BEGIN
+    PERFORM set_config('lock_timeout', p_lock_timeout_ms || 'ms', true);
+    IF p_not_after IS NOT NULL AND p_not_after < now() THEN
+        RAISE EXCEPTION 'the first phase of branch %/% ended at %: this % is too late', p_gid, p_branch, p_not_after, p_op
+            USING ERRCODE = 'DX008';
+    END IF;
+    IF p_xa_gid IS NOT NULL AND EXISTS (SELECT 1 FROM pg_prepared_xacts x WHERE x.gid = p_xa_gid) THEN
+        RAISE EXCEPTION 'branch %/% is prepared already', p_gid, p_branch USING ERRCODE = 'DX010';
+    END IF;
+    INSERT INTO barrier (gid, branch_id, op, not_after) VALUES (p_gid, p_branch, p_op, p_not_after) ON CONFLICT DO NOTHING;
+    IF NOT FOUND THEN
+        SELECT t.status INTO v_status FROM transactions t WHERE t.worker_event_id = p_gid AND t.product_id = p_branch;
+        IF v_status IS NULL THEN
+            RAISE EXCEPTION 'branch %/% was cancelled before this % arrived', p_gid, p_branch, p_op USING ERRCODE = 'DX003';
+        END IF;
+        IF p_xa_gid IS NOT NULL THEN
+            RAISE EXCEPTION 'branch %/% is committed already', p_gid, p_branch USING ERRCODE = 'DX011';
+        END IF;
+        RETURN QUERY SELECT 'duplicate'::text, v_status;
+        RETURN;
+    END IF;
+    -- the watermark judges only a first phase without its deadline (the documented body alone): one with it is judged
+    -- by the deadline above, which a replay of a pruned branch has passed
+    IF p_not_after IS NULL AND p_gid <= (SELECT r.pruned_gid_watermark FROM retention_state r) THEN
+        RAISE EXCEPTION 'branch %/% is older than what this participant keeps: this % is too late', p_gid, p_branch, p_op
+            USING ERRCODE = 'DX009';
+    END IF;
+    UPDATE products SET stock = stock - p_quantity WHERE id = p_branch AND stock >= p_quantity;
+    IF NOT FOUND THEN
+        IF EXISTS (SELECT 1 FROM products WHERE id = p_branch) THEN
+            RAISE EXCEPTION 'product % has less than % in stock at %', p_branch, p_quantity, p_service USING ERRCODE = 'DX001';
+        END IF;
+        RAISE EXCEPTION 'product % does not exist at %', p_branch, p_service USING ERRCODE = 'DX002';
+    END IF;
+    INSERT INTO transactions (service, product_id, quantity, status, worker_event_id, mode, coordinator_url)
+    VALUES (p_service, p_branch, p_quantity, p_row_status, p_gid, p_mode, p_coordinator_url)
+    ON CONFLICT (worker_event_id, product_id) DO NOTHING;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'worker_event % already has a branch for product % in another mode', p_gid, p_branch USING ERRCODE = 'DX006';
+    END IF;
+    RETURN QUERY SELECT 'applied'::text, p_row_status;
+END;
+$$;
+
+-- XA commit whose COMMIT PREPARED found no such gid: committed before (duplicate), rolled back (refused, whatever the
+-- watermark), or never prepared. A branch pruned here with no rollback left was committed if a commit comes for it.
+CREATE OR REPLACE FUNCTION dtx_xa_commit_missing(p_gid bigint, p_branch bigint)
+RETURNS TABLE (effect text, refusal text) LANGUAGE sql STABLE AS $$
+    SELECT CASE
+        WHEN EXISTS (SELECT 1 FROM transactions t WHERE t.worker_event_id = p_gid AND t.product_id = p_branch AND t.status = 'confirm')
+            THEN 'duplicate'
+        WHEN EXISTS (SELECT 1 FROM barrier b WHERE b.gid = p_gid AND b.branch_id = p_branch AND b.op = 'rollback')
+            THEN 'refused'
+        WHEN p_gid <= (SELECT r.pruned_gid_watermark FROM retention_state r)
+            THEN 'duplicate'
+        ELSE 'refused' END,
+        CASE
+        WHEN EXISTS (SELECT 1 FROM transactions t WHERE t.worker_event_id = p_gid AND t.product_id = p_branch AND t.status = 'confirm')
+            THEN NULL
+        WHEN EXISTS (SELECT 1 FROM barrier b WHERE b.gid = p_gid AND b.branch_id = p_branch AND b.op = 'rollback')
+            THEN 'branch_cancelled'
+        WHEN p_gid <= (SELECT r.pruned_gid_watermark FROM retention_state r)
+            THEN NULL
+        ELSE 'branch_not_tried' END;
+$$;
+
+CREATE OR REPLACE FUNCTION dtx_prune(p_horizon_seconds double precision, p_limit bigint, p_dry_run boolean)
+RETURNS TABLE (branches bigint, barrier_rows bigint, transaction_rows bigint, watermark bigint)
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_cutoff timestamptz := now() - make_interval(secs => p_horizon_seconds);
+BEGIN
+    -- a safety net only: nothing below waits for a lock a branch operation holds for long
+    PERFORM set_config('lock_timeout', '5s', true);
+    RETURN QUERY
+    WITH candidates AS (
+        -- branches with barrier rows only (null compensations, rolled-back XA branches), filtered before the LIMIT:
+        -- branches with a row come through the second list once final, and old open ones must not fill this one
+        (SELECT b.gid, b.branch_id FROM barrier b
+         WHERE b.created_at < v_cutoff AND (b.not_after IS NULL OR b.not_after < v_cutoff)
+           AND NOT EXISTS (SELECT 1 FROM transactions t WHERE t.worker_event_id = b.gid AND t.product_id = b.branch_id)
+         ORDER BY b.created_at LIMIT p_limit)
+        UNION
+        (SELECT t.worker_event_id, t.product_id FROM transactions t
+         WHERE t.created_at < v_cutoff AND t.status IN ('confirm', 'cancel', 'compensated') ORDER BY t.created_at LIMIT p_limit)
+    ), prunable AS (
+        SELECT c.gid, c.branch_id FROM candidates c
+        WHERE NOT EXISTS (
+                SELECT 1 FROM barrier b WHERE b.gid = c.gid AND b.branch_id = c.branch_id
+                  AND (b.created_at >= v_cutoff OR b.not_after >= v_cutoff))
+          AND NOT EXISTS (
+                SELECT 1 FROM transactions t WHERE t.worker_event_id = c.gid AND t.product_id = c.branch_id
+                  AND (t.status IN ('try', 'confirm_pending') OR t.updated_at >= v_cutoff))
+        LIMIT p_limit
+    ), gone_barrier AS (
+        DELETE FROM barrier b USING prunable p
+        WHERE NOT p_dry_run AND b.gid = p.gid AND b.branch_id = p.branch_id
+        RETURNING b.gid, b.not_after
+    ), gone_rows AS (
+        DELETE FROM transactions t USING prunable p
+        WHERE NOT p_dry_run AND t.worker_event_id = p.gid AND t.product_id = p.branch_id
+        RETURNING t.worker_event_id, t.product_id, t.quantity, t.status, t.coordinator_url
+    ), coordinated AS (
+        -- gids a coordinator sent: a branch row it made (its URL noted), with a deadline in the barrier
+        SELECT r.worker_event_id AS gid FROM gone_rows r
+        WHERE r.coordinator_url IS NOT NULL AND EXISTS (SELECT 1 FROM gone_barrier g WHERE g.gid = r.worker_event_id AND g.not_after IS NOT NULL)
+    ), counted AS (
+        INSERT INTO pruned_quantities (product_id, quantity)
+        SELECT g.product_id, sum(g.quantity) FROM gone_rows g WHERE g.status = 'confirm' GROUP BY g.product_id
+        RETURNING 1
+    ), marked AS (
+        UPDATE retention_state r
+        SET pruned_gid_watermark = greatest(r.pruned_gid_watermark, (SELECT max(c.gid) FROM coordinated c))
+        WHERE EXISTS (SELECT 1 FROM coordinated)
+        RETURNING r.pruned_gid_watermark
+    )
+    SELECT (SELECT count(*) FROM prunable),
+           (SELECT count(*) FROM barrier b JOIN prunable p ON b.gid = p.gid AND b.branch_id = p.branch_id),
+           (SELECT count(*) FROM transactions t JOIN prunable p ON t.worker_event_id = p.gid AND t.product_id = p.branch_id),
+           coalesce((SELECT max(m.pruned_gid_watermark) FROM marked m), (SELECT r.pruned_gid_watermark FROM retention_state r));
+END;
+$$;
