@@ -109,7 +109,15 @@ struct TransactionDriver: Sendable {
                         return (index, branch, outcome)
                     }
                 }
-                return await group.reduce(into: []) { $0.append($1) }.sorted { $0.0 < $1.0 }
+                // a final refusal decides the abort: the other calls (a participant slow or unreachable, retried) are
+                // not run on to the deadline; what they may have done is undone with the rest (every branch gets the
+                // undo, and its barrier makes a late first phase do nothing)
+                var collected: [(Int, BranchRecord, CallOutcome)] = []
+                for await result in group {
+                    collected.append(result)
+                    if Self.isFinalRefusal(result.2) { group.cancelAll() }
+                }
+                return collected.sorted { $0.0 < $1.0 }
             }
         case .inOrder, .reverse:
             let indices = order == .reverse ? Array(snapshot.branches.indices.reversed()) : Array(snapshot.branches.indices)
@@ -120,14 +128,26 @@ struct TransactionDriver: Sendable {
                 guard Self.succeeded(outcome) else { break }
             }
         }
+        // the reason given is a final refusal's when there is one (not a call cut short by it, nor one still retrying)
         var failure: StepOutcome = .succeeded
+        var refused = false
         for (index, branch, outcome) in outcomes {
             transaction.branches[index] = branch
-            if let reason = apply(outcome, step, to: &transaction.branches[index]), failure == .succeeded {
+            if let reason = apply(outcome, step, to: &transaction.branches[index]), failure == .succeeded || (!refused && Self.isFinalRefusal(outcome)) {
                 failure = .failed(reason: reason, branch: index)
+                refused = Self.isFinalRefusal(outcome)
             }
         }
         return failure
+    }
+
+    /// A first-phase answer that aborts the transaction whatever the other branches answer.
+    static func isFinalRefusal(_ outcome: CallOutcome) -> Bool {
+        switch outcome {
+        case .refused: true
+        case .done: !succeeded(outcome)
+        case .retry: false
+        }
     }
 
     /// A try that finds its branch cancelled already answers 200 with that row state: not a success.

@@ -266,10 +266,20 @@ public struct TransactionLog: Sendable {
                 (Int64, String, String, String, String?, String, Int32, String, String, String?).self
             )
             guard let mode = Mode(rawValue: mode), let status = GlobalStatus(rawValue: status) else { continue }
+            // a row whose branches this version cannot read (written by hand, or by a newer version: a state it does not
+            // know) is still shown, with no branches and the reason, as recovery sets it aside: one such row must not
+            // fail the list, the detail view and the status page that an operator would find it with
+            var records: [BranchRecord] = []
+            var errorMessage = error
+            do {
+                records = try WireJSON.decoder().decode([BranchRecord].self, from: Data(branches.utf8))
+            } catch _ {
+                errorMessage = (errorMessage.map { "\($0); " } ?? "") + "branches unreadable by this version: \(branches.prefix(500))"
+            }
             result.append(
                 TransactionView(
                     id: id, mode: mode, status: status, phase: phase, decision: machines[mode].decision(in: phase),
-                    errorMessage: error, branches: try WireJSON.decoder().decode([BranchRecord].self, from: Data(branches.utf8)),
+                    errorMessage: errorMessage, branches: records,
                     attempts: Int(attempts), createdAt: created, updatedAt: updated, nextRetryAt: next
                 )
             )

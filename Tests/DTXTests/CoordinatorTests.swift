@@ -41,6 +41,31 @@ struct CoordinatorTests {
         }
     }
 
+    @Test("a refusal at one participant ends the first phase at once, though another is still waiting for a lock")
+    func refusalEndsFirstPhase() async throws {
+        try await CoordinatorFixture.with { f in
+            _ = try await scalar(f.serviceA.database, "UPDATE products SET stock = 5 WHERE id = 1 RETURNING stock")
+            // ServiceB's product row held by another session: its try waits its lock timeout, answers 503, is retried
+            let started = ContinuousClock.now
+            let reply = try await withDatabase(f.serviceB.database) { holder in
+                _ = try await holder.query("BEGIN", logger: TestPostgres.logger)
+                _ = try await holder.query("SELECT stock FROM products WHERE id = 1 FOR UPDATE", logger: TestPostgres.logger)
+                let reply = try await f.post(TransactionRequest(mode: .tcc, productId: 1, quantity: 10))
+                _ = try await holder.query("ROLLBACK", logger: TestPostgres.logger)
+                return reply
+            }
+            // before, ServiceB's try was retried to the global timeout (15 s here) before the refusal counted
+            #expect(ContinuousClock.now - started < .seconds(7), "\(ContinuousClock.now - started)")
+            #expect(reply.status == 409)
+            let view = try reply.decode(TransactionView.self)
+            #expect(view.status == .failed)
+            #expect(view.errorMessage?.contains("insufficient_stock") == true, "\(view.errorMessage ?? "")")
+            #expect(try await f.stock(f.serviceA) == 5)
+            #expect(try await f.stock(f.serviceB) == 100)
+            try await f.expectConsistent(initialA: 5)
+        }
+    }
+
     @Test("explicit branches: different products, one participant twice")
     func explicitBranches() async throws {
         try await CoordinatorFixture.with { f in

@@ -410,6 +410,11 @@ struct HardeningTests {
             // (row 2 comes again: this test's holder holds no liveness lock, so its claim counts as a dead one's)
             let second = try await log.claim(limit: 10)
             #expect(second.map(\.id) == [2])
+            // and it is shown, to be found: before, its view threw, and the list, the detail view and the status page
+            // answered 500 (503 for the page) while it was in their page
+            let view = try #require(try await log.view(id: 1))
+            #expect(view.branches.isEmpty && (view.errorMessage ?? "").contains("branches unreadable"), "\(view)")
+            #expect(try await log.list(status: nil, mode: nil, limit: 10, cursor: nil).transactions.map(\.id).sorted() == [1, 2])
         }
     }
 
