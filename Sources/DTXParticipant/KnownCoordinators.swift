@@ -12,20 +12,30 @@ public final class KnownCoordinators: Sendable {
     let client: PostgresClient
     let configured: String?
     let logger: Logger
-    /// URLs already written to the table by this process: one write per new URL, not one per call.
-    private let recorded = Mutex<Set<String>>([])
+    /// When this process last wrote each URL's `last_seen_at`: one write per URL per `refresh`, not one per call.
+    private let recorded = Mutex<[String: ContinuousClock.Instant]>([:])
+    /// How stale a coordinator's `last_seen_at` may get while it keeps calling. `known()` keeps the ten most recent,
+    /// so a coordinator that calls all along must not look older than one that called once, later.
+    let refresh: Duration
     /// A bound on each of its database calls (see `withDeadline`).
     static let callTimeout: Duration = .seconds(5)
 
-    init(client: PostgresClient, configured: String?, logger: Logger) {
+    init(client: PostgresClient, configured: String?, refresh: Duration = .seconds(60), logger: Logger) {
         self.client = client
         self.configured = configured
+        self.refresh = refresh
         self.logger = logger
     }
 
-    /// Records a coordinator that called, once per process.
+    /// Records a coordinator that called: at once when it is new to this process, then at most once per `refresh`.
     func note(_ url: String) async {
-        guard recorded.withLock({ $0.insert(url).inserted }) else { return }
+        let now = ContinuousClock.now
+        let due = recorded.withLock { recorded in
+            guard recorded[url].map({ now - $0 >= refresh }) ?? true else { return false }
+            recorded[url] = now
+            return true
+        }
+        guard due else { return }
         do {
             try await withDeadline(Self.callTimeout) { [client, logger] in
                 _ = try await client.rows(
@@ -33,7 +43,7 @@ public final class KnownCoordinators: Sendable {
                 )
             }
         } catch {
-            recorded.withLock { _ = $0.remove(url) }
+            recorded.withLock { _ = $0.removeValue(forKey: url) }
             logger.warning("could not record a coordinator's URL", metadata: ["dtx.url": "\(url)", "dtx.error": "\(error)"])
         }
     }

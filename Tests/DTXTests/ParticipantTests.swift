@@ -1,5 +1,5 @@
 import DTXHTTP
-import DTXParticipant
+@testable import DTXParticipant
 import DTXPostgres
 import DTXProtocol
 import Foundation
@@ -179,6 +179,22 @@ struct ParticipantTests {
             let malformed = try await p.count("SELECT count(*) FROM coordinators WHERE url LIKE 'http://bad-%'")
             #expect(noted == 2)
             #expect(malformed == 0)
+        }
+    }
+
+    @Test("a coordinator that keeps calling stays among the ten most recent the reconciler asks")
+    func knownCoordinatorsStayRecent() async throws {
+        try await ParticipantFixture.with { p in
+            try await PostgresClientRunner(url: p.database).run { client in
+                let known = KnownCoordinators(client: client, configured: nil, refresh: .milliseconds(200), logger: TestPostgres.logger)
+                await known.note("http://steady:1")
+                for index in 0..<10 { await known.note("http://once-\(index):1") }
+                try await Task.sleep(for: .milliseconds(300))  // past the refresh: the next call from it is written again
+                await known.note("http://steady:1")
+                // before, only a process's first call from a URL was written: the steady one was the 11th, and dropped
+                let asked = await known.known()
+                #expect(asked.first == "http://steady:1", "\(asked)")
+            }
         }
     }
 
