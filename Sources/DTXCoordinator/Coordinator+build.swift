@@ -37,11 +37,16 @@ public func buildCoordinator(
         try await Migrator.migrate(.coordinator, connection: connection, logger: logger)
     }
     let holderLock = try await HolderLock.acquire(configuration.databaseURL, logger: logger)
+    let timing = configuration.timing
+    // every log statement is bounded by the database timeout here; the server ends one a little before, so that a write
+    // this process gave up on (and answered 503 for: "nothing logged") cannot commit afterwards, when a lock it waited
+    // for is released, and be driven by recovery behind the client's back
     let postgres = PostgresClient(
-        configuration: try configuration.databaseURL.clientConfiguration(maximumConnections: configuration.maxDatabaseConnections),
+        configuration: try configuration.databaseURL.clientConfiguration(
+            maximumConnections: configuration.maxDatabaseConnections, statementTimeout: Coordinator.serverStatementTimeout(timing.databaseTimeout)
+        ),
         backgroundLogger: logger
     )
-    let timing = configuration.timing
     let machines = ModeMachines(xaConcurrentPrepare: configuration.xaConcurrentPrepare)
     let log = TransactionLog(
         client: postgres, owner: instanceID, holder: holderLock.holder, lease: timing.leaseDuration,
@@ -117,6 +122,12 @@ public func buildCoordinator(
 }
 
 extension Coordinator {
+    /// The log sessions' `statement_timeout`: the database timeout less a tenth (at most 500 ms), for the time a
+    /// statement takes to reach the server.
+    static func serverStatementTimeout(_ databaseTimeout: Duration) -> Duration {
+        max(.milliseconds(1), databaseTimeout - min(.milliseconds(500), databaseTimeout / 10))
+    }
+
     static func defaultURL(_ configuration: CoordinatorConfiguration, port: Int) -> String {
         let host = configuration.host == "0.0.0.0" || configuration.host == "::" ? ProcessInfo.processInfo.hostName : configuration.host
         return "http://\(host.contains(":") ? "[\(host)]" : host):\(port)"

@@ -170,7 +170,9 @@ public struct DatabaseURL: Sendable, Hashable, CustomStringConvertible {
     }
 
     /// Settings for a `PostgresClient`.
-    public func clientConfiguration(maximumConnections: Int = 20) throws -> PostgresClient.Configuration {
+    /// `statementTimeout`: the server cancels (and rolls back) a statement still running after it, so that a statement
+    /// the caller gave up on cannot commit later behind its back (0 or none: no limit).
+    public func clientConfiguration(maximumConnections: Int = 20, statementTimeout: Duration? = nil) throws -> PostgresClient.Configuration {
         var configuration: PostgresClient.Configuration
         switch self.endpoint {
         case .tcp(let host, let port):
@@ -187,6 +189,10 @@ public struct DatabaseURL: Sendable, Hashable, CustomStringConvertible {
         configuration.options.maximumConnections = maximumConnections
         configuration.options.connectTimeout = .seconds(5)
         configuration.options.additionalStartupParameters = Self.sessionSettings
+        if let statementTimeout, statementTimeout > .zero {
+            let milliseconds = max(1, statementTimeout.components.seconds * 1000 + statementTimeout.components.attoseconds / 1_000_000_000_000_000)
+            configuration.options.additionalStartupParameters.append(("statement_timeout", "\(milliseconds)ms"))
+        }
         return configuration
     }
 }

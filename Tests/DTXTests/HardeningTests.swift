@@ -418,6 +418,29 @@ struct HardeningTests {
         }
     }
 
+    @Test("a first record that waits past the database timeout is answered 503, and the server ends it too: it is never written afterwards")
+    func beginGivenUpIsNotWrittenLater() async throws {
+        try await CoordinatorFixture.with(configure: { $0.timing.databaseTimeout = .milliseconds(800) }) { f in
+            let reply = try await withDatabase(f.coordinatorDatabase) { holder in
+                _ = try await holder.query("BEGIN", logger: TestPostgres.logger)
+                _ = try await holder.query("LOCK TABLE worker_events IN ACCESS EXCLUSIVE MODE", logger: TestPostgres.logger)
+                let reply = try await f.post(TransactionRequest(mode: .tcc, productId: 1, quantity: 1))
+                // before, the statement the coordinator gave up on went on waiting for this lock, and was written once it
+                // was released: a transaction answered "nothing logged" that recovery would then drive
+                try await eventually("the server ended the first record's statement") {
+                    try await scalar(f.coordinatorDatabase, """
+                        SELECT count(*) FROM pg_stat_activity
+                        WHERE query LIKE '%dtx_begin_many(%' AND state = 'active' AND pid <> pg_backend_pid()
+                        """) == 0
+                }
+                _ = try await holder.query("ROLLBACK", logger: TestPostgres.logger)
+                return reply
+            }
+            #expect(reply.status == 503, "\(String(decoding: reply.body, as: UTF8.self))")
+            #expect(try await scalar(f.coordinatorDatabase, "SELECT count(*) FROM worker_events") == 0)
+        }
+    }
+
     @Test("a row whose attempt count in the log is the largest integer (edited by hand) is postponed, not refused by the database")
     func postponeAtMaxAttempts() async throws {
         let database = try await Self.logWithRows("maxattempts", """
