@@ -18,6 +18,8 @@ public struct GlobalTransaction: Sendable {
     public var epoch: Int64
     /// When this driver's lease runs out by its own clock, less a margin: past it, it calls no participant.
     var leaseValidUntil: ContinuousClock.Instant
+    /// When recovery tries the second phase again, once this driver has postponed it.
+    var nextRetryAt: Date?
 
     /// The end of the first phase as branch requests carry it (`not_after`).
     var notAfter: String { Timestamp.string(deadline) }
@@ -32,7 +34,7 @@ public struct GlobalTransaction: Sendable {
         TransactionView(
             id: id, mode: mode, status: status, phase: phase, decision: decision, errorMessage: errorMessage,
             branches: branches, attempts: attempts, createdAt: Timestamp.string(createdAt), updatedAt: Timestamp.string(Date()),
-            nextRetryAt: nil
+            nextRetryAt: isOpen ? nextRetryAt.map(Timestamp.string) : nil
         )
     }
 }

@@ -42,6 +42,7 @@ struct TransactionDriver: Sendable {
         } catch is Postponed {
             let delay = caller.policy.backoff(attempt: transaction.attempts)
             try await log.postpone(transaction, delay: delay)
+            transaction.nextRetryAt = Date() + delay.inSeconds
             logger.info("second phase postponed", metadata: [
                 "dtx.worker_event_id": "\(transaction.id)", "dtx.phase": "\(transaction.phase)", "dtx.retry_in": "\(delay)",
             ])

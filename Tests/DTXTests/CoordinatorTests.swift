@@ -164,6 +164,8 @@ struct CoordinatorTests {
             let view = try reply.decode(TransactionView.self)
             #expect(view.decision == .abort)
             #expect(view.errorMessage?.contains("global timeout") == true)
+            // open: when recovery tries again, as the document says (before, a POST's 202 never had it)
+            if reply.status == 202 { #expect(view.nextRetryAt != nil) }
             let restarted = try await ParticipantFixture.Parts.restart("ServiceB", database: f.serviceB.database, port: port)
             try await eventually("the abort reaches ServiceB") {
                 let status = try await f.workerEventStatus(view.id)
