@@ -48,6 +48,10 @@ public struct ParticipantConfiguration: Sendable {
         guard reconciler.interval > .zero else { throw ConfigurationError("--reconcile-interval must be above 0") }
         guard reconciler.staleAfter >= .zero else { throw ConfigurationError("--stale-after must not be negative") }
         guard maxDatabaseConnections >= 1 else { throw ConfigurationError("--max-connections must be at least 1") }
+        for (flag, rate) in [("--fault-error-rate", faults.errorRate), ("--fault-lost-reply-rate", faults.lostReplyRate), ("--fault-delay-rate", faults.delayRate)]
+        where !(0...1).contains(rate) {
+            throw ConfigurationError("\(flag) \(rate) is not a share: give a number from 0 to 1, e.g. 0.05")
+        }
     }
 }
 

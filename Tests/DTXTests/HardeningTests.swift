@@ -140,6 +140,9 @@ struct HardeningTests {
             (participant + ["--port=-1"], "--port -1 is not a TCP port"),
             (participant + ["--lock-timeout", "10s"], "--lock-timeout (10.0 seconds) must be below 5.0 seconds"),
             (participant + ["--retention-horizon=-1h"], "'-1h' is invalid for '--retention-horizon"),
+            // before: taken as they came (a share above 1 failed every call, NaN none)
+            (participant + ["--fault-error-rate", "1.5"], "--fault-error-rate 1.5 is not a share"),
+            (participant + ["--fault-delay-rate", "nan"], "--fault-delay-rate nan is not a share"),
             // before: silently info
             (coordinator + ["--log-level", "verbose"], "--log-level 'verbose'"),
             // before: --rate 0 trapped (0/0 as an Int64) after the servers had started; inf sent for ever
