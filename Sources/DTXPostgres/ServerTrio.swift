@@ -28,6 +28,12 @@ public struct ServerTrio: Sendable {
         self.clusters = clusters
     }
 
+    /// Whether `directory` holds a trio's servers (made by `dtx postgres start --servers 3`), so that the commands
+    /// given the folder alone find all three.
+    public static func holdsServers(in directory: String) -> Bool {
+        Part.allCases.contains { FileManager.default.fileExists(atPath: "\(directory)/\($0.rawValue)/data/PG_VERSION") }
+    }
+
     /// Starts the three (each made on first use).
     public func start(logger: Logger) async throws {
         for part in Part.allCases { try await clusters[part]!.start(logger: logger) }

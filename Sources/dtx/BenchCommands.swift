@@ -130,6 +130,17 @@ struct VerifyCommand: AsyncParsableCommand {
             }
             guard !parsed.isEmpty else { throw ValidationError("give at least one --participant NAME=DATABASE_URL") }
             verifier = Verifier(coordinator: try DatabaseURL(coordinatorDatabase), participants: parsed, logger: logger)
+        } else if ServerTrio.holdsServers(in: dir) {
+            // a server per part (dtx postgres start --servers 3)
+            let trio = try ServerTrio(directory: dir)
+            guard trio.clusters.values.allSatisfy({ $0.isRunning() }) else {
+                throw ValidationError("the servers in \(dir) are not all running: start them (dtx postgres start --dir \(dir))")
+            }
+            verifier = Verifier(
+                coordinator: try trio.url(.coordinator),
+                participants: [.init(name: "ServiceA", database: try trio.url(.serviceA)), .init(name: "ServiceB", database: try trio.url(.serviceB))],
+                logger: logger
+            )
         } else {
             let cluster = try EmbeddedPostgres(configuration: .init(directory: dir))
             guard cluster.isRunning() else {

@@ -11,14 +11,20 @@ struct PostgresCommand: AsyncParsableCommand {
 
     struct Location: ParsableArguments {
         @Option(help: "The cluster's folder.") var dir: String = ".dtx/postgres"
-        @Option(help: "1: one server with the three databases; 3: a server per part (coordinator, service_a, service_b), in subfolders.")
-        var servers: Int = 1
+        @Option(help: """
+            1: one server with the three databases; 3: a server per part (coordinator, service_a, service_b), in \
+            subfolders (default: 3 when the folder holds those, else 1).
+            """)
+        var servers: Int?
 
         func validate() throws {
-            guard servers == 1 || servers == 3 else { throw ValidationError("--servers is 1 or 3") }
+            guard servers == nil || servers == 1 || servers == 3 else { throw ValidationError("--servers is 1 or 3") }
         }
 
-        var trio: ServerTrio? { get throws { servers == 3 ? try ServerTrio(directory: dir) : nil } }
+        /// The number of servers: as given, else what the folder holds (stop, status and verify find a trio by itself).
+        var count: Int { servers ?? (ServerTrio.holdsServers(in: dir) ? 3 : 1) }
+
+        var trio: ServerTrio? { get throws { count == 3 ? try ServerTrio(directory: dir) : nil } }
     }
 
     struct Start: AsyncParsableCommand {
@@ -33,7 +39,7 @@ struct PostgresCommand: AsyncParsableCommand {
         func run() async throws {
             var logger = Logger(label: "dtx.postgres")
             logger.logLevel = .warning
-            if location.servers == 3 {
+            if location.count == 3 {
                 guard port == nil else { throw ValidationError("--port is for one server; three pick free ports") }
                 let trio = try ServerTrio(directory: location.dir) { $0.maxPreparedTransactions = maxPreparedTransactions }
                 try await trio.start(logger: logger)

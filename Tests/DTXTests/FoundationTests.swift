@@ -1,3 +1,4 @@
+import DTXBench
 import DTXPostgres
 import Foundation
 import NIOCore
@@ -7,6 +8,30 @@ import Testing
 
 @Suite("Schema, migrations, URLs")
 struct FoundationTests {
+    @Test("dtx postgres start --servers 3: status and stop --remove find the three servers by the folder alone")
+    func trioFoundByFolder() async throws {
+        let dir = "/tmp/dtx-test-\(getpid())-trio"
+        func dtx(_ arguments: [String], _ name: String) async throws -> (Int32?, String) {
+            let process = try ChildProcess.spawn(name: name, executable: try dtxExecutable(), arguments: arguments, logPath: "\(dir)-\(name).log")
+            let status = await process.wait(timeout: .seconds(120))
+            return (status, process.logTail(lines: 20))
+        }
+        let (started, startLog) = try await dtx(["postgres", "start", "--servers", "3", "--dir", dir], "start")
+        #expect(started == 0, "\(startLog)")
+        // before, without --servers 3 these looked for one server in the folder: "no cluster", and stop --remove
+        // deleted the folder under three running servers
+        let (status, statusLog) = try await dtx(["postgres", "status", "--dir", dir], "status")
+        #expect(status == 0 && statusLog.contains("dtx_service_b\t"), "\(statusLog)")
+        let (stopped, stopLog) = try await dtx(["postgres", "stop", "--remove", "--dir", dir], "stop")
+        #expect(stopped == 0, "\(stopLog)")
+        #expect(!FileManager.default.fileExists(atPath: dir))
+        let running = (try? FileManager.default.contentsOfDirectory(atPath: "/proc"))?.contains { entry in
+            guard Int32(entry) != nil, let data = FileManager.default.contents(atPath: "/proc/\(entry)/cmdline") else { return false }
+            return String(decoding: data, as: UTF8.self).contains(dir + "/")
+        } ?? false
+        #expect(!running, "a server of \(dir) still runs")
+    }
+
     @Test("migrations apply twice, also from two connections at once, each file once")
     func migrationsTwice() async throws {
         for schema in Schema.allCases {
