@@ -68,9 +68,9 @@ struct CellRun: Sendable {
         let (from, until): ([String: Double], [String: Double])
         if let window { (from, until) = window } else { (from, until) = (cpuBefore, await cpu()) }
         for (name, value) in until {
-            // a process restarted during the run (crash scenarios) starts from zero: count its new life only
-            let before = from[name] ?? 0
-            cpuUsed[name] = value >= before ? value - before : value
+            // totals only grow: a process killed and restarted (crash scenarios) counts its ended life too (Stack.kill).
+            // Before, the new life's total was taken whole, or less the old life's, whichever the comparison picked.
+            cpuUsed[name] = max(0, value - (from[name] ?? 0))
         }
         // pgbench is a child process, whose CPU is known only once it exits: its share of the measured window
         if mode.isReference {

@@ -252,8 +252,16 @@ public actor Stack {
 
     /// SIGKILL, as a crash.
     public func kill(_ name: String) async {
-        await processes[name]?.kill9()
+        guard let process = processes[name] else { return }
+        // the life that ends keeps counting in cpuSeconds(): read just before the kill (what it uses after is nothing)
+        if let seconds = process.cpuSeconds() { endedLives[cpuColumn(name), default: 0] += seconds }
+        await process.kill9()
     }
+
+    /// CPU seconds of processes killed and restarted (crash scenarios), by column, so that the totals only grow.
+    private var endedLives: [String: Double] = [:]
+
+    private func cpuColumn(_ name: String) -> String { name.hasPrefix(Self.coordinatorName) ? Self.coordinatorName : name }
 
     /// Graceful stop of everything (SIGTERM, then SIGKILL after a grace period); the relay last.
     public func stop() async {
@@ -272,12 +280,13 @@ public actor Stack {
         try? await client.shutdown()
     }
 
-    /// CPU seconds used so far, by process: both coordinators count as "coordinator".
+    /// CPU seconds used so far, by process: both coordinators count as "coordinator"; a process killed and started
+    /// again counts both its lives.
     public func cpuSeconds() -> [String: Double] {
-        var result: [String: Double] = [:]
+        var result = endedLives
         for (name, process) in processes {
             guard let seconds = process.cpuSeconds() else { continue }
-            result[name.hasPrefix(Self.coordinatorName) ? Self.coordinatorName : name, default: 0] += seconds
+            result[cpuColumn(name), default: 0] += seconds
         }
         return result
     }

@@ -150,6 +150,24 @@ struct BenchTests {
         #expect(line.contains("its process and its log's PostgreSQL server"))
     }
 
+    @Test("a short crash scenario: ServiceB killed and restarted mid-run, recovery measured, its CPU counted, invariants held")
+    func crashBench() async throws {
+        let out = "/tmp/dtx-test-\(getpid())-bench-crash"
+        let scenario = try Self.scenarioFile("crash", extra: #", "crash": {"target": "ServiceB", "atSeconds": 1, "downSeconds": 1}"#)
+        let bench = try Self.bench([
+            "--scenario", scenario, "--modes", "tcc+batch", "--clients", "2", "--duration", "3s", "--warmup", "300ms", "--repeat", "1",
+        ], out: out)
+        let status = await bench.wait(timeout: .seconds(300))
+        #expect(status == 0, "\(bench.logTail(lines: 30))")
+        let results = try JSONDecoder().decode(BenchResults.self, from: try Data(contentsOf: URL(fileURLWithPath: "\(out)/results.json")))
+        let cell = try #require(results.scenarios.first?.cells.first)
+        #expect(cell.summary.invariantsHeld)
+        #expect((cell.summary.cpuSecondsPer1000["ServiceB"] ?? 0) > 0)
+        let recovery = try #require(results.scenarios.first?.recoveries.first)
+        #expect(recovery.recoverySeconds != nil, "every transaction begun before the crash reached its outcome")
+        try await eventually("nothing of the bench is left running") { Self.leftovers(of: bench.pid).isEmpty }
+    }
+
     @Test("a short --rtt bench: cells at 0 and 5 ms, the p50 at 5 ms at least its round trips times 5 ms, invariants, nothing left")
     func shortRTTBench() async throws {
         let out = "/tmp/dtx-test-\(getpid())-bench-rtt"
