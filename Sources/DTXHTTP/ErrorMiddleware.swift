@@ -139,7 +139,10 @@ public struct BearerTokenMiddleware: RouterMiddleware {
             return try await next(request, context)
         }
         if request.method == .get, let given = request.uri.queryParameters.get("token"), constantTimeEquals(given, token) {
-            var response = Response(status: .seeOther, headers: [.location: request.uri.path])
+            // the same page without the token (kept out of the address bar and history), its filters kept as sent
+            let kept = (request.uri.query ?? "").split(separator: "&").filter { !$0.hasPrefix("token=") && $0 != "token" }
+            let location = request.uri.path + (kept.isEmpty ? "" : "?" + kept.joined(separator: "&"))
+            var response = Response(status: .seeOther, headers: [.location: location])
             response.headers[.setCookie] = "\(Self.cookie)=\(token); Path=/; HttpOnly; SameSite=Strict"
             return response
         }

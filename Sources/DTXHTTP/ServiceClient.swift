@@ -4,6 +4,7 @@ import Foundation
 import Logging
 import NIOCore
 import NIOFoundationCompat
+import NIOHTTP1
 import ServiceLifecycle
 
 /// The HTTP client dtx services use to call each other: JSON in, status and JSON out, optional bearer token.
@@ -28,6 +29,11 @@ public struct ServiceClient: Sendable {
     public struct Reply: Sendable {
         public var status: Int
         public var body: Data
+        /// The answer's headers (the value it shares with the response: no copy is made).
+        public var headers: HTTPHeaders = [:]
+
+        /// The first value of header `name` (case-insensitive).
+        public func header(_ name: String) -> String? { headers.first(name: name) }
 
         public func decode<T: Decodable>(_ type: T.Type) throws -> T {
             try WireJSON.decoder().decode(type, from: body)
@@ -87,7 +93,7 @@ public struct ServiceClient: Sendable {
         let response = try await httpClient.execute(request, timeout: .nanoseconds(timeout.inNanoseconds))
         // (the deadline ends with the head; a body that stalls is bounded by the read timeout)
         let body = try await response.body.collect(upTo: 16 * 1024 * 1024)
-        return Reply(status: Int(response.status.code), body: Data(buffer: body))
+        return Reply(status: Int(response.status.code), body: Data(buffer: body), headers: response.headers)
     }
 
     public func shutdown() async throws {

@@ -105,6 +105,12 @@ struct ContractTests {
             #expect(detail.contains("Transaction \(ids[.xa]!)"))
             #expect(detail.contains("data-participant=\"ServiceA\" data-state=\"committed\""))
             #expect(detail.contains("data-participant=\"ServiceB\" data-state=\"committed\""))
+            // the token in the address: one redirect to the same page, its filters kept, the token in a cookie (before,
+            // the redirect dropped the filters)
+            let signIn = try await f.client.raw("GET", f.coordinatorURL + "/?mode=saga&token=page-secret&status=compensated")
+            #expect(signIn.status == 303)
+            #expect(signIn.header("location") == "/?mode=saga&status=compensated")
+            #expect(signIn.header("set-cookie")?.hasPrefix("dtx_token=page-secret;") == true)
             // the same pages over plain HTTP with the cookie: filters and paging
             let cookie = [("cookie", "dtx_token=page-secret")]
             let filteredHTML = String(decoding: try await f.client.raw("GET", f.coordinatorURL + "/?mode=saga&status=compensated", headers: cookie).body, as: UTF8.self)
