@@ -120,9 +120,8 @@ struct TransactionDriver: Sendable {
                 }
                 return collected.sorted { $0.0 < $1.0 }
             }
-        case .inOrder, .reverse:
-            let indices = order == .reverse ? Array(snapshot.branches.indices.reversed()) : Array(snapshot.branches.indices)
-            for index in indices where snapshot.branches[index].state != step.reaches {
+        case .inOrder, .reverse, .lockOrder:
+            for index in order.indices(snapshot.branches) where snapshot.branches[index].state != step.reaches {
                 var branch = snapshot.branches[index]
                 let outcome = await caller.callWithinDeadline(step.op, &branch, transaction: snapshot)
                 outcomes.append((index, branch, outcome))
@@ -225,9 +224,8 @@ struct TransactionDriver: Sendable {
                 allDone = allDone && done
             }
             if !allDone { throw Postponed() }
-        case .inOrder, .reverse:
-            let indices = order == .reverse ? Array(snapshot.branches.indices.reversed()) : Array(snapshot.branches.indices)
-            for index in indices {
+        case .inOrder, .reverse, .lockOrder:
+            for index in order.indices(snapshot.branches) {
                 let (branch, done) = await advance(transaction.branches[index])
                 transaction.branches[index] = branch
                 if !done { throw Postponed() }

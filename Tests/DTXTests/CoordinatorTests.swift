@@ -81,6 +81,29 @@ struct CoordinatorTests {
         }
     }
 
+    @Test("XA: requests naming the same rows in opposite orders queue for them instead of deadlocking")
+    func xaOppositeOrders() async throws {
+        try await CoordinatorFixture.with { f in
+            let forward: [TransactionRequest.Branch] = [
+                .init(participant: "ServiceA", productId: 1, quantity: 1), .init(participant: "ServiceA", productId: 2, quantity: 1),
+                .init(participant: "ServiceB", productId: 1, quantity: 1),
+            ]
+            let statuses = try await withThrowingTaskGroup(of: Int.self) { group in
+                for index in 0..<16 {
+                    let branches = index % 2 == 0 ? forward : forward.reversed()
+                    group.addTask { try await f.post(TransactionRequest(mode: .xa, branches: branches)).status }
+                }
+                return try await group.reduce(into: [Int]()) { $0.append($1) }
+            }
+            // before, the prepares went out in the request's order: one transaction held A's row 1 and waited for B's,
+            // another the reverse, both to the global timeout (prepared transactions wait on nothing a deadlock check sees)
+            #expect(statuses.allSatisfy { $0 == 200 }, "\(statuses)")
+            #expect(try await f.stock(f.serviceA, 1) == 84)
+            #expect(try await f.stock(f.serviceA, 2) == 184)
+            #expect(try await f.stock(f.serviceB, 1) == 84)
+        }
+    }
+
     @Test("a participant that answers 5xx a few times, then succeeds", arguments: Mode.allCases)
     func flakyParticipant(mode: Mode) async throws {
         let proxyClient = ServiceClient()

@@ -85,7 +85,7 @@ struct MachineTests {
         #expect(SagaMachine().step(in: "reserve") == .firstPhase(BranchStep(.sagaReserve, reaches: .reserved), .inOrder))
         #expect(SagaMachine().step(in: "confirm") == .secondPhase([BranchStep(.sagaConfirm, reaches: .confirmed)], .inOrder))
         #expect(SagaMachine().step(in: "compensate") == .secondPhase([BranchStep(.sagaCompensate, reaches: .compensated)], .reverse))
-        #expect(XAMachine().step(in: "prepare") == .firstPhase(BranchStep(.xaPrepare, reaches: .prepared), .inOrder))
+        #expect(XAMachine().step(in: "prepare") == .firstPhase(BranchStep(.xaPrepare, reaches: .prepared), .lockOrder))
         var concurrent = XAMachine()
         concurrent.concurrentPrepare = true
         #expect(concurrent.step(in: "prepare") == .firstPhase(BranchStep(.xaPrepare, reaches: .prepared), .concurrent))

@@ -19,6 +19,21 @@ public enum BranchOrder: Sendable, Equatable {
     case inOrder
     /// One after the other, last branch first (compensations).
     case reverse
+    /// One after the other, in one order every coordinator shares whatever the request's order: by participant name,
+    /// then product id; a first phase stops at the first failure. For first phases that keep their rows locked until
+    /// the second phase (XA's prepares): transactions then take the rows in the same order and queue, where two
+    /// requests naming the same rows in opposite orders would each hold one and wait for the other's to the timeout.
+    case lockOrder
+
+    /// The branches' indices in the order to visit them.
+    func indices(_ branches: [BranchRecord]) -> [Int] {
+        switch self {
+        case .concurrent, .inOrder: Array(branches.indices)
+        case .reverse: Array(branches.indices.reversed())
+        case .lockOrder:
+            branches.indices.sorted { (branches[$0].participant, branches[$0].productId) < (branches[$1].participant, branches[$1].productId) }
+        }
+    }
 }
 
 /// What a mode's machine asks the driver to run in a phase.

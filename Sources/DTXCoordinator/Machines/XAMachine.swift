@@ -7,7 +7,8 @@ import DTXProtocol
 ///      │ (commit point: the commit write, durable)
 ///      └──a prepare refused or out of time──▶ pending/rollback ──ROLLBACK PREPARED everywhere──▶ failed/rollback
 /// ```
-/// Prepares go out one participant after the other, in the configured order, unless `concurrentPrepare` is set.
+/// Prepares go out one branch after the other in lock order (participant name, then product id: the same for every
+/// request and every coordinator, whatever order a request lists its branches in), unless `concurrentPrepare` is set.
 /// A prepared transaction keeps its row lock until COMMIT PREPARED, so concurrent prepares of transactions that touch
 /// the same hot product at two services deadlock across the services (one holds A's row and waits for B's, the other
 /// the reverse) until the global timeout aborts both: measured, 24 concurrent transactions on one product, 0 completed.
@@ -25,7 +26,7 @@ public struct XAMachine: PhaseTable {
 
     public func step(_ phase: Phase) -> Step? {
         switch phase {
-        case .preparing: .firstPhase(BranchStep(.xaPrepare, reaches: .prepared), concurrentPrepare ? .concurrent : .inOrder)
+        case .preparing: .firstPhase(BranchStep(.xaPrepare, reaches: .prepared), concurrentPrepare ? .concurrent : .lockOrder)
         case .committing: .secondPhase([BranchStep(.xaCommit, reaches: .committed)], .concurrent)
         case .rollingBack: .secondPhase([BranchStep(.xaRollback, reaches: .rolledBack)], .concurrent)
         }
