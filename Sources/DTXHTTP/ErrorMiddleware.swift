@@ -129,10 +129,18 @@ public struct BearerTokenMiddleware: RouterMiddleware {
         context: Context,
         next: (Request, Context) async throws -> Response
     ) async throws -> Response {
-        if let header = request.headers[.authorization], constantTimeEquals(header, "Bearer " + token) {
+        // the scheme's name is case-insensitive (RFC 9110), the token is not
+        if let header = request.headers[.authorization], let space = header.firstIndex(of: " "),
+           header[..<space].lowercased() == "bearer",
+           constantTimeEquals(header[header.index(after: space)...].trimmingCharacters(in: .whitespaces), token) {
             return try await next(request, context)
         }
-        if let cookies = request.headers[.cookie], cookies.split(separator: ";").contains(where: { part in
+        // the health check is open, as the documents say: a liveness probe carries no token (it tells nothing but "up")
+        if request.method == .get || request.method == .head, request.uri.path == "/health" {
+            return try await next(request, context)
+        }
+        // the cookie (the status page's) only reads: a page of another site can make a browser send it with a POST
+        if request.method == .get, let cookies = request.headers[.cookie], cookies.split(separator: ";").contains(where: { part in
             let pair = part.trimmingCharacters(in: .whitespaces).split(separator: "=", maxSplits: 1)
             return pair.count == 2 && pair[0] == Self.cookie && constantTimeEquals(String(pair[1]), token)
         }) {
@@ -141,7 +149,9 @@ public struct BearerTokenMiddleware: RouterMiddleware {
         if request.method == .get, let given = request.uri.queryParameters.get("token"), constantTimeEquals(given, token) {
             // the same page without the token (kept out of the address bar and history), its filters kept as sent
             let kept = (request.uri.query ?? "").split(separator: "&").filter { !$0.hasPrefix("token=") && $0 != "token" }
-            let location = request.uri.path + (kept.isEmpty ? "" : "?" + kept.joined(separator: "&"))
+            // one leading slash: "//host/..." would send the browser to another site
+            let path = "/" + request.uri.path.drop { $0 == "/" }
+            let location = path + (kept.isEmpty ? "" : "?" + kept.joined(separator: "&"))
             var response = Response(status: .seeOther, headers: [.location: location])
             response.headers[.setCookie] = "\(Self.cookie)=\(token); Path=/; HttpOnly; SameSite=Strict"
             return response

@@ -42,6 +42,8 @@ public struct ProtocolError: Error, Codable, Sendable, Hashable, CustomStringCon
         public static let idempotencyKeyReused: Code = "idempotency_key_reused"
         // 413
         public static let bodyTooLarge: Code = "body_too_large"
+        // 415: a body that says it is not JSON (a form or text: what a page of another site can send without asking)
+        public static let unsupportedMediaType: Code = "unsupported_media_type"
         // 5xx: retried by the coordinator
         public static let lockTimeout: Code = "lock_timeout"
         public static let databaseUnavailable: Code = "database_unavailable"
@@ -69,6 +71,7 @@ public struct ProtocolError: Error, Codable, Sendable, Hashable, CustomStringCon
         case .notFound, .unknownTransaction: 404
         case .methodNotAllowed: 405
         case .bodyTooLarge: 413
+        case .unsupportedMediaType: 415
         case .idempotencyKeyReused: 422
         case .insufficientStock, .unknownProduct, .branchCancelled, .branchConfirmed, .branchNotTried, .branchConflict,
             .invalidState, .transactionFailed, .xaUnavailable, .deadlinePassed, .branchPruned, .unknownParticipant, .duplicateBranch:

@@ -111,6 +111,9 @@ struct ContractTests {
             #expect(signIn.status == 303)
             #expect(signIn.header("location") == "/?mode=saga&status=compensated")
             #expect(signIn.header("set-cookie")?.hasPrefix("dtx_token=page-secret;") == true)
+            // and never to another site ("//host/..." is a URL of another host to a browser)
+            let elsewhere = try await f.client.raw("GET", f.coordinatorURL + "//evil.example/x?token=page-secret")
+            #expect(elsewhere.header("location")?.hasPrefix("//") == false, "\(elsewhere.status) \(elsewhere.header("location") ?? "")")
             // the same pages over plain HTTP with the cookie: filters and paging
             let cookie = [("cookie", "dtx_token=page-secret")]
             let filteredHTML = String(decoding: try await f.client.raw("GET", f.coordinatorURL + "/?mode=saga&status=compensated", headers: cookie).body, as: UTF8.self)

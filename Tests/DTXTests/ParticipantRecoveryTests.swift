@@ -194,10 +194,37 @@ struct ParticipantRecoveryTests {
             try await anonymous.shutdown()
             #expect(missing.status == 401)
             #expect(missing.error?.code == .unauthorized)
+            #expect(missing.header("www-authenticate")?.hasPrefix("Bearer") == true)  // RFC 6750
             #expect(wrong.status == 401)
             #expect(try await p.stock() == 100)
             #expect(try await p.call(.tccTry, 60).status == 200)  // the fixture's client sends the token
             #expect(try await p.stock() == 90)
+        }
+    }
+
+    @Test("with a token: the scheme in any case, the health check open, the status page's cookie only for reading, bodies only as JSON")
+    func tokenEdges() async throws {
+        try await ParticipantFixture.with(configure: { $0.token = "s3cret" }) { p in
+            let body = Data(#"{"worker_event_id": 61, "product_id": 1, "quantity": 10}"#.utf8)
+            let anonymous = ServiceClient()
+            defer { Task { try? await anonymous.shutdown() } }
+            let url = p.service.url + "/tcc/try"
+            // a page of another site can make a browser POST a form or text with the cookie, without asking first:
+            // before, both were taken as JSON, and the cookie let them in
+            let cookie = try await anonymous.raw("POST", url, body: body, headers: [("cookie", "dtx_token=s3cret"), ("content-type", "application/json")])
+            #expect(cookie.status == 401)
+            let text = try await anonymous.raw("POST", url, body: body, headers: [("authorization", "Bearer s3cret"), ("content-type", "text/plain")])
+            #expect(text.status == 415 && text.error?.code == .unsupportedMediaType, "\(String(decoding: text.body, as: UTF8.self))")
+            let form = try await anonymous.raw("POST", url, body: body, headers: [("authorization", "Bearer s3cret"), ("content-type", "application/x-www-form-urlencoded")])
+            #expect(form.status == 415)
+            #expect(try await p.stock() == 100)
+            // the scheme's name in any case (before: 401), JSON with a charset
+            let lower = try await anonymous.raw("POST", url, body: body, headers: [("authorization", "bearer s3cret"), ("content-type", "application/json; charset=utf-8")])
+            #expect(lower.status == 200, "\(String(decoding: lower.body, as: UTF8.self))")
+            #expect(try await p.stock() == 90)
+            // the health check needs no token, as the document says (before: 401)
+            #expect(try await anonymous.get(p.service.url + "/health", timeout: .seconds(5)).status == 200)
+            #expect(try await anonymous.get(p.service.url + "/metrics", timeout: .seconds(5)).status == 401)
         }
     }
 
