@@ -28,6 +28,8 @@ struct BranchFunctionTests {
             }
             // another mode's branch for the same worker_event and product
             try await expectRefusal(.sagaReserve, BranchRequest(workerEventId: 1, productId: 1, quantity: 10), .branchConflict)
+            // the same branch again with another quantity: not a duplicate of it (before: 200 duplicate, the row's 10 kept)
+            try await expectRefusal(.tccTry, BranchRequest(workerEventId: 1, productId: 1, quantity: 11), .branchConflict)
             // a cancel came first: the late try finds its barrier row taken
             #expect(try await p.call(.tccCancel, 4).effect == .nullCompensation)
             let afterCancel = try await p.snapshot()

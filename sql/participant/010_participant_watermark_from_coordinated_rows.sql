@@ -13,6 +13,8 @@
 -- - a first phase that carries its deadline (every coordinator call) is judged by that deadline only (DX008), never by
 --   the watermark, which is for the documented body alone;
 -- - an XA commit that finds its branch rolled back is refused (branch_cancelled) whatever the watermark says;
+-- - a repeated first phase with another quantity or mode than the branch's row is refused (DX006, branch_conflict), not
+--   answered as a duplicate of a call it is not;
 -- - the prune's candidates with barrier rows only are filtered before their LIMIT: 1,000 old open branches (a
 --   coordinator gone, the bench's never-confirmed baselines on a kept server) filled that list on every pass, so null
 --   compensations and rolled-back XA branches behind them were never pruned.
@@ -23,6 +25,8 @@ CREATE OR REPLACE FUNCTION dtx_first_phase(
 ) RETURNS TABLE (effect text, status text) LANGUAGE plpgsql AS $$
 DECLARE
     v_status text;
+    v_quantity bigint;
+    v_mode text;
 BEGIN
     PERFORM set_config('lock_timeout', p_lock_timeout_ms || 'ms', true);
     IF p_not_after IS NOT NULL AND p_not_after < now() THEN
@@ -34,9 +38,15 @@ BEGIN
     END IF;
     INSERT INTO barrier (gid, branch_id, op, not_after) VALUES (p_gid, p_branch, p_op, p_not_after) ON CONFLICT DO NOTHING;
     IF NOT FOUND THEN
-        SELECT t.status INTO v_status FROM transactions t WHERE t.worker_event_id = p_gid AND t.product_id = p_branch;
+        SELECT t.status, t.quantity, t.mode INTO v_status, v_quantity, v_mode FROM transactions t
+        WHERE t.worker_event_id = p_gid AND t.product_id = p_branch;
         IF v_status IS NULL THEN
             RAISE EXCEPTION 'branch %/% was cancelled before this % arrived', p_gid, p_branch, p_op USING ERRCODE = 'DX003';
+        END IF;
+        -- a repeat is the same call: another quantity or mode is another branch under the same name, not a duplicate
+        IF v_quantity <> p_quantity OR v_mode <> p_mode THEN
+            RAISE EXCEPTION 'branch %/% was taken with quantity % in %, not % in %', p_gid, p_branch, v_quantity, v_mode, p_quantity, p_mode
+                USING ERRCODE = 'DX006';
         END IF;
         IF p_xa_gid IS NOT NULL THEN
             RAISE EXCEPTION 'branch %/% is committed already', p_gid, p_branch USING ERRCODE = 'DX011';
