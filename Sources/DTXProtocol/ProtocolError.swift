@@ -101,8 +101,11 @@ public enum WireJSON {
     /// JSON's insignificant whitespace.
     public static func isWhitespace(_ byte: UInt8) -> Bool { byte == 0x20 || byte == 0x0A || byte == 0x0D || byte == 0x09 }
 
-    /// Decodes `data`, turning a decoding failure into a `badRequest` that names the field.
+    /// Decodes `data`, turning a decoding failure into a `badRequest` that names the field. An object that names a key
+    /// twice is refused: JSONDecoder keeps the first value, most other readers (a proxy, a validator in front) the last,
+    /// so `{"quantity": 1000000, "quantity": 1}` would be one request to them and another to dtx.
     public static func decode<T: Decodable>(_ type: T.Type, from data: Data) throws(ProtocolError) -> T {
+        if let key = DuplicateKeys.first(in: data) { throw .badRequest("field '\(key)' is given twice in one object") }
         do {
             return try decoder().decode(type, from: data)
         } catch let error as DecodingError {
@@ -137,6 +140,62 @@ public enum WireJSON {
         case is String.Type: "a string"
         case is Array<Any>.Type: "an array"
         default: "of type \(type)"
+        }
+    }
+}
+
+/// Finds a key given twice in one JSON object, by a scan of the bytes (strings, escapes and nesting followed; nothing
+/// else checked: the decoder does that after).
+enum DuplicateKeys {
+    static func first(in data: Data) -> String? {
+        data.withUnsafeBytes { (bytes: UnsafeRawBufferPointer) -> String? in
+            // one entry per open container: the keys seen so far for an object, nil for an array
+            var stack: [Set<[UInt8]>?] = []
+            var index = 0
+            let count = bytes.count
+            // true when the next string in the innermost object is a key
+            var expectKey = false
+            while index < count {
+                let byte = bytes[index]
+                switch byte {
+                case UInt8(ascii: "{"):
+                    stack.append([])
+                    expectKey = true
+                case UInt8(ascii: "["):
+                    stack.append(nil)
+                    expectKey = false
+                case UInt8(ascii: "}"), UInt8(ascii: "]"):
+                    if !stack.isEmpty { stack.removeLast() }
+                    expectKey = false
+                case UInt8(ascii: ","):
+                    expectKey = stack.last.map { $0 != nil } ?? false
+                case UInt8(ascii: ":"):
+                    expectKey = false
+                case UInt8(ascii: "\""):
+                    let start = index + 1
+                    var end = start
+                    var escaped = false
+                    while end < count, bytes[end] != UInt8(ascii: "\"") {
+                        if bytes[end] == UInt8(ascii: "\\") { escaped = true; end += 1 }
+                        end += 1
+                    }
+                    if expectKey, let keys = stack.last, keys != nil {
+                        var key = Array(bytes[start..<min(end, count)])
+                        // an escaped key is compared as what it means ("quantit\u0079" is "quantity")
+                        if escaped, let text = try? JSONDecoder().decode(String.self, from: Data([UInt8(ascii: "\"")] + key + [UInt8(ascii: "\"")])) {
+                            key = Array(text.utf8)
+                        }
+                        if keys!.contains(key) { return String(decoding: key, as: UTF8.self) }
+                        stack[stack.count - 1]!.insert(key)
+                        expectKey = false
+                    }
+                    index = end
+                default:
+                    break
+                }
+                index += 1
+            }
+            return nil
         }
     }
 }

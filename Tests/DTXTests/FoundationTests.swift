@@ -1,5 +1,6 @@
 import DTXBench
 import DTXPostgres
+import DTXProtocol
 import Foundation
 import NIOCore
 import NIOPosix
@@ -201,6 +202,25 @@ struct FoundationTests {
         // the standard signals 1-31 (bits 0-30); glibc keeps its two internal real-time signals (32, 33) as they were
         let ignored = lines.first { $0.hasPrefix("SigIgn:") }.flatMap { UInt64($0.dropFirst(7).trimmingCharacters(in: .whitespaces), radix: 16) }
         #expect(ignored.map { $0 & 0x7fff_ffff } == 0, "\(listing)")
+    }
+
+    @Test("a JSON object that names a key twice is a 400 that names it; the same key in other objects is fine")
+    func duplicateKeys() throws {
+        struct Body: Decodable { var a: Int; var b: [Inner]?; var c: String? }
+        struct Inner: Decodable { var a: Int }
+        let refused: [(String, String)] = [
+            (#"{"a": 1, "a": 2}"#, "a"),
+            (#"{"a": 1, "b": [{"a": 1, "a": 2}]}"#, "a"),
+            (#"{"a": 1, "quantit\u0079": 2, "quantity": 3}"#, "quantity"),  // the same key, escaped
+            (#"{"c": "x\"", "c": "y"}"#, "c"),
+        ]
+        for (text, key) in refused {
+            #expect(throws: ProtocolError.badRequest("field '\(key)' is given twice in one object"), "\(text)") {
+                _ = try WireJSON.decode(Body.self, from: Data(text.utf8))
+            }
+        }
+        let accepted = [#"{"a": 1, "b": [{"a": 1}, {"a": 2}], "c": "\"a\": 1, \"a\": 2"}"#, #"{"b": [], "a": 3}"#, #" { "a" : 1 } "#]
+        for text in accepted { #expect(throws: Never.self, "\(text)") { _ = try WireJSON.decode(Body.self, from: Data(text.utf8)) } }
     }
 
     @Test("SQL scripts split like psql: quotes, comments, dollar quoting")
