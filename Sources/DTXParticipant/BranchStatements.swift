@@ -59,14 +59,17 @@ struct SecondPhaseStatement<Function: SecondPhaseFunction>: PostgresPreparedStat
     /// Each item's first-phase end as its request carried it ('' for none); dtx_undo writes it with the barrier rows
     /// of a null compensation (sql/participant/009), dtx_advance does not take it.
     var notAfters: [String] = []
+    /// The mode of the operation: a branch of another mode is refused (`branch_conflict`, sql/participant/010).
+    var mode: String
 
     func makeBindings() throws -> PostgresBindings {
-        var bindings = PostgresBindings(capacity: 9)
+        var bindings = PostgresBindings(capacity: 10)
         bindings.append(op)
         Function.bind(originOrFrom: originOrFrom, gids: gids, branches: branches, set: set, to: to, into: &bindings)
         bindings.append(lockTimeoutMilliseconds)
         bindings.append(skipLocked)
         if Function.takesNotAfter { bindings.append(notAfters) }
+        bindings.append(mode)
         return bindings
     }
 
@@ -82,11 +85,11 @@ protocol SecondPhaseFunction: Sendable {
     static var takesNotAfter: Bool { get }
 }
 
-/// `dtx_advance(op, gids, branches, from, to, done, lock_timeout, skip_locked)`.
+/// `dtx_advance(op, gids, branches, from, to, done, lock_timeout, skip_locked, mode)` (sql/participant/010).
 enum AdvanceFunction: SecondPhaseFunction {
-    static let name = "dtx_advance_v1"
+    static let name = "dtx_advance_v2"
     static let takesNotAfter = false
-    static let sql = "SELECT item, effect, status, refusal FROM dtx_advance($1, $2, $3, $4, $5, $6, $7, $8)"
+    static let sql = "SELECT item, effect, status, refusal FROM dtx_advance($1, $2, $3, $4, $5, $6, $7, $8, $9)"
     static func bind(originOrFrom: String, gids: [Int64], branches: [Int64], set: [String], to: String, into bindings: inout PostgresBindings) {
         bindings.append(gids)
         bindings.append(branches)
@@ -96,10 +99,11 @@ enum AdvanceFunction: SecondPhaseFunction {
     }
 }
 
-/// `dtx_undo(op, origin, gids, branches, undoable, to, lock_timeout, skip_locked, not_afters)` (sql/participant/009).
+/// `dtx_undo(op, origin, gids, branches, undoable, to, lock_timeout, skip_locked, not_afters, mode)`
+/// (sql/participant/010).
 enum UndoFunction: SecondPhaseFunction {
-    static let name = "dtx_undo_v2"
-    static let sql = "SELECT item, effect, status, refusal FROM dtx_undo($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+    static let name = "dtx_undo_v3"
+    static let sql = "SELECT item, effect, status, refusal FROM dtx_undo($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
     static let takesNotAfter = true
     static func bind(originOrFrom: String, gids: [Int64], branches: [Int64], set: [String], to: String, into bindings: inout PostgresBindings) {
         bindings.append(originOrFrom)

@@ -186,12 +186,13 @@ public struct StockLedger: Sendable {
         } else if let from = plan.from {
             rows = try await client.rows(SecondPhaseStatement<AdvanceFunction>(
                 op: op.rawValue, originOrFrom: from.rawValue, gids: gids, branches: branches, set: set, to: plan.to.rawValue,
-                lockTimeoutMilliseconds: lockTimeoutMilliseconds, skipLocked: skipLocked
+                lockTimeoutMilliseconds: lockTimeoutMilliseconds, skipLocked: skipLocked, mode: op.mode.rawValue
             ), logger: logger)
         } else {
             rows = try await client.rows(SecondPhaseStatement<UndoFunction>(
                 op: op.rawValue, originOrFrom: op.origin!.rawValue, gids: gids, branches: branches, set: set, to: plan.to.rawValue,
-                lockTimeoutMilliseconds: lockTimeoutMilliseconds, skipLocked: skipLocked, notAfters: requests.map(Self.undoNotAfter)
+                lockTimeoutMilliseconds: lockTimeoutMilliseconds, skipLocked: skipLocked, notAfters: requests.map(Self.undoNotAfter),
+                mode: op.mode.rawValue
             ), logger: logger)
         }
         let function = thenFinalize ? "dtx_confirm_finalize" : plan.function
@@ -229,6 +230,7 @@ public struct StockLedger: Sendable {
         case .branchNotTried: return ProtocolError(code, "\(branch) has no row at \(service): it was never tried")
         case .branchCancelled: return ProtocolError(code, "\(branch) is \(status ?? "rolled back"): it cannot \(op.rawValue)")
         case .branchConfirmed: return ProtocolError(code, "\(branch) is \(status ?? "committed"): \(op.rawValue) after the commit point is refused")
+        case .branchConflict: return ProtocolError(code, "\(branch) is a branch of another mode here: \(op.mode.rawValue) \(op.rawValue) is refused")
         default: return ProtocolError(code, "\(branch) is \(status ?? "missing"): \(op.rawValue) is refused")
         }
     }

@@ -86,6 +86,40 @@ struct BranchFunctionTests {
         }
     }
 
+    @Test("a second phase of another mode than its branch's is refused (branch_conflict) and writes nothing, alone and batched")
+    func secondPhaseOfAnotherMode() async throws {
+        try await ParticipantFixture.with { p in
+            #expect(try await p.call(.sagaReserve, 30).status == 200)
+            #expect(try await p.call(.tccTry, 31).status == 200)
+            let before = try await p.snapshot()
+            // before sql/participant/010: the TCC confirm moved the Saga's row to confirm_pending (the reconciler then
+            // finalized it), and the Saga could neither confirm nor compensate it
+            for op in [BranchOperation.tccConfirm, .tccFinalize, .tccCancel] {
+                let reply = try await p.call(op, 30)
+                #expect(reply.status == 409 && reply.errorCode == "branch_conflict", "\(op): \(String(decoding: reply.body, as: UTF8.self))")
+            }
+            for op in [BranchOperation.sagaConfirm, .sagaCompensate] {
+                let reply = try await p.call(op, 31)
+                #expect(reply.status == 409 && reply.errorCode == "branch_conflict", "\(op)")
+            }
+            let merged = try await p.client.post(
+                p.service.url + "/tcc/confirm?finalize=true", json: [BranchRequest(workerEventId: 30, productId: 1, quantity: 10)], timeout: .seconds(10)
+            )
+            #expect(String(decoding: merged.body, as: UTF8.self).contains("branch_conflict"))
+            #expect(try await p.snapshot() == before)
+            #expect(try await p.rowStatus(30) == "try")
+            #expect(try await p.count("SELECT count(*) FROM barrier WHERE gid IN (30, 31)") == 2)  // the two first phases' rows only
+            // each branch's own mode still moves it; in one batch with a refused item, the other is applied
+            let batch = try await p.client.post(p.service.url + "/tcc/confirm", json: [
+                BranchRequest(workerEventId: 30, productId: 1, quantity: 10), BranchRequest(workerEventId: 31, productId: 1, quantity: 10),
+            ], timeout: .seconds(10))
+            let items = try batch.decode([BranchBatchItem].self)
+            #expect(items.map(\.httpStatus) == [409, 200])
+            #expect(try await p.call(.sagaCompensate, 30).effect == .applied)
+            #expect(try await p.stock() == 90)
+        }
+    }
+
     @Test("XA: a repeated prepare while prepared, and after the commit, is a duplicate (DX010, DX011)")
     func xaDuplicates() async throws {
         try await ParticipantFixture.with { p in
