@@ -26,12 +26,25 @@ public enum BranchOrder: Sendable, Equatable {
     case lockOrder
 
     /// The branches' indices in the order to visit them.
+    // (not inlined, and sorted without a closure: the release build's optimizer crashed on the closure inlined into
+    // TransactionDriver.firstPhase, Swift 6.3.1, "Found ownership error" in CopyPropagation)
+    @inline(never)
     func indices(_ branches: [BranchRecord]) -> [Int] {
         switch self {
         case .concurrent, .inOrder: Array(branches.indices)
         case .reverse: Array(branches.indices.reversed())
-        case .lockOrder:
-            branches.indices.sorted { (branches[$0].participant, branches[$0].productId) < (branches[$1].participant, branches[$1].productId) }
+        case .lockOrder: branches.enumerated().map { LockKey(participant: $1.participant, productId: $1.productId, index: $0) }.sorted().map(\.index)
+        }
+    }
+
+    /// A branch's place in lock order (its index last, so that equal keys keep the request's order).
+    private struct LockKey: Comparable {
+        var participant: String
+        var productId: Int64
+        var index: Int
+
+        static func < (a: LockKey, b: LockKey) -> Bool {
+            (a.participant, a.productId, a.index) < (b.participant, b.productId, b.index)
         }
     }
 }
