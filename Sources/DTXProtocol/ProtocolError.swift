@@ -109,10 +109,36 @@ public enum WireJSON {
         do {
             return try decoder().decode(type, from: data)
         } catch let error as DecodingError {
+            // JSONDecoder says "not valid JSON", with no field, for a number that is valid JSON but no Int64 (2^63, 1.5)
+            if case .dataCorrupted(let context) = error, context.codingPath.isEmpty, let field = nonIntegerNumber(in: data) {
+                throw .badRequest("field '\(field)' must be a whole number from -9223372036854775808 to 9223372036854775807")
+            }
             throw .badRequest(describe(error))
         } catch {
             throw .badRequest("the body is not valid JSON")
         }
+    }
+
+    /// The first field (by path) holding a number that is valid JSON but no Int64: a fraction, an exponent, or out of
+    /// range. Only on the error path: the body is parsed again for the message.
+    static func nonIntegerNumber(in data: Data) -> String? {
+        guard let object = try? JSONSerialization.jsonObject(with: data, options: [.fragmentsAllowed]) else { return nil }
+        func walk(_ value: Any, _ path: String) -> String? {
+            if let object = value as? [String: Any] {
+                for (key, item) in object.sorted(by: { $0.key < $1.key }) {
+                    if let found = walk(item, path.isEmpty ? key : "\(path).\(key)") { return found }
+                }
+            } else if let array = value as? [Any] {
+                for (index, item) in array.enumerated() {
+                    if let found = walk(item, "\(path)[\(index)]") { return found }
+                }
+            } else if let number = value as? NSNumber, !(value is Bool) {
+                let type = String(cString: number.objCType)
+                if type == "d" || type == "f" || (type == "Q" && number.uint64Value > UInt64(Int64.max)) { return path.isEmpty ? "(body)" : path }
+            }
+            return nil
+        }
+        return walk(object, "")
     }
 
     static func describe(_ error: DecodingError) -> String {

@@ -204,7 +204,7 @@ struct FoundationTests {
         #expect(ignored.map { $0 & 0x7fff_ffff } == 0, "\(listing)")
     }
 
-    @Test("a JSON object that names a key twice is a 400 that names it; the same key in other objects is fine")
+    @Test("a JSON object that names a key twice, or a number that is no integer, is a 400 that names the field")
     func duplicateKeys() throws {
         struct Body: Decodable { var a: Int; var b: [Inner]?; var c: String? }
         struct Inner: Decodable { var a: Int }
@@ -219,6 +219,13 @@ struct FoundationTests {
                 _ = try WireJSON.decode(Body.self, from: Data(text.utf8))
             }
         }
+        // a number that is valid JSON but no integer of the field's: named (before: "the body is not valid JSON")
+        for (text, field) in [(#"{"a": 9223372036854775808}"#, "a"), (#"{"a": 1, "b": [{"a": 1.5}]}"#, "b[0].a"), (#"{"a": 1e30}"#, "a")] {
+            #expect(throws: ProtocolError.badRequest("field '\(field)' must be a whole number from -9223372036854775808 to 9223372036854775807"), "\(text)") {
+                _ = try WireJSON.decode(Body.self, from: Data(text.utf8))
+            }
+        }
+        #expect(throws: ProtocolError.badRequest("the body is not valid JSON")) { _ = try WireJSON.decode(Body.self, from: Data("{\"a\": ".utf8)) }
         let accepted = [#"{"a": 1, "b": [{"a": 1}, {"a": 2}], "c": "\"a\": 1, \"a\": 2"}"#, #"{"b": [], "a": 3}"#, #" { "a" : 1 } "#]
         for text in accepted { #expect(throws: Never.self, "\(text)") { _ = try WireJSON.decode(Body.self, from: Data(text.utf8)) } }
     }
