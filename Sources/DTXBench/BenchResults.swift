@@ -242,6 +242,8 @@ public struct RecoveryTimeline: Codable, Sendable {
     public var mode: BenchMode
     /// The round-trip time of the run (nil in results written before the RTT dimension: 0).
     public var rttMs: Double?
+    /// Which repetition of the cell (1-based); absent in results written before it was recorded.
+    public var repetition: Int?
     /// e.g. "ServiceB killed (SIGKILL) and restarted", "coordinator killed (SIGKILL) and restarted".
     public var fault: String
     /// Seconds from the start of the run.
@@ -256,11 +258,12 @@ public struct RecoveryTimeline: Codable, Sendable {
     public var invariantsHeld: Bool
 
     public init(
-        mode: BenchMode, rttMs: Double? = 0, fault: String, faultAtSeconds: Double, resolvedAtSeconds: Double?, recoverySeconds: Double?,
-        throughputSamples: [Double], sampleSeconds: Double, invariantsHeld: Bool
+        mode: BenchMode, rttMs: Double? = 0, repetition: Int? = nil, fault: String, faultAtSeconds: Double, resolvedAtSeconds: Double?,
+        recoverySeconds: Double?, throughputSamples: [Double], sampleSeconds: Double, invariantsHeld: Bool
     ) {
         self.mode = mode
         self.rttMs = rttMs
+        self.repetition = repetition
         self.fault = fault
         self.faultAtSeconds = faultAtSeconds
         self.resolvedAtSeconds = resolvedAtSeconds

@@ -49,16 +49,19 @@ public enum BenchSummary {
         let throughputs = runs.map(\.throughput)
         var cpuPer1000: [String: Double] = [:]
         for process in Set(runs.flatMap { $0.cpuSeconds.keys }) {
+            // per transaction answered (what throughput counts), not per request: errors (a coordinator down answers
+            // at once, thousands of times) would make a row look cheap
             cpuPer1000[process] = median(runs.map { run in
-                run.transactions > 0 ? (run.cpuSeconds[process] ?? 0) / Double(run.transactions) * 1000 : 0
+                let answered = run.outcomes.completed + run.outcomes.failed + run.outcomes.compensated
+                return answered > 0 ? (run.cpuSeconds[process] ?? 0) / Double(answered) * 1000 : 0
             })
         }
-        func medianCount(_ count: (Outcomes) -> Int) -> Int { Int(median(runs.map { Double(count($0.outcomes)) })) }
+        func medianCount(_ count: (Outcomes) -> Int) -> Int { Int(median(runs.map { Double(count($0.outcomes)) }).rounded()) }
         return CellSummary(
             throughput: Spread(median: median(throughputs), min: throughputs.min() ?? 0, max: throughputs.max() ?? 0),
             latencyMs: Percentiles(
                 p50: median(runs.map(\.latencyMs.p50)), p90: median(runs.map(\.latencyMs.p90)), p99: median(runs.map(\.latencyMs.p99)),
-                p999: median(runs.map(\.latencyMs.p999)), max: median(runs.map(\.latencyMs.max))
+                p999: median(runs.map(\.latencyMs.p999)), max: runs.map(\.latencyMs.max).max() ?? 0  // the worst any run saw
             ),
             outcomes: Outcomes(
                 completed: medianCount(\.completed), failed: medianCount(\.failed), compensated: medianCount(\.compensated),

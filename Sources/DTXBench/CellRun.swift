@@ -88,7 +88,7 @@ struct CellRun: Sendable {
                    label, run.throughput, run.latencyMs.p50, run.latencyMs.p99, violations.isEmpty ? "hold" : "VIOLATED (\(violations.count))"))
         let timeline = faultOutcome.map { outcome in
             RecoveryTimeline(
-                mode: mode, rttMs: rttMs, fault: outcome.fault, faultAtSeconds: outcome.faultAt, resolvedAtSeconds: outcome.resolvedAt,
+                mode: mode, rttMs: rttMs, repetition: repetition, fault: outcome.fault, faultAtSeconds: outcome.faultAt, resolvedAtSeconds: outcome.resolvedAt,
                 recoverySeconds: outcome.resolvedAt.map { $0 - outcome.faultAt },
                 throughputSamples: result.samples.map { Double($0) / result.sampleSeconds }, sampleSeconds: result.sampleSeconds,
                 invariantsHeld: violations.isEmpty

@@ -149,7 +149,9 @@ public struct LoadGenerator: Sendable {
                         // window, however late its answer, so that a stall near the end still shows in the latency
                         guard sendAt >= measureFrom, end <= measureUntil || plan.count != nil || plan.rate != nil else { continue }
                         counters.measured.add(1, ordering: .relaxed)
-                        _ = histogram.record(UInt64(max(1, (end - sendAt).inMicroseconds)))
+                        // latency is of answers: an error (a refused connection while a process is down) comes back at
+                        // once and would pull the percentiles below any real answer's; errors are counted apart
+                        if answer != .error { _ = histogram.record(UInt64(max(1, (end - sendAt).inMicroseconds))) }
                         switch answer {
                         case .completed: outcomes.completed += 1
                         case .failed: outcomes.failed += 1

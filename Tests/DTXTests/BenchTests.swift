@@ -47,6 +47,19 @@ struct BenchTests {
         #expect(cells[4].summary.ratioToDirect == 0.25)
         #expect(cells[4].summary.ratioToPgbenchLocal == nil)
         #expect(BenchSummary.median([3, 1, 2, 10]) == 2.5)
+        // the max is the worst run's, not a median of maxima
+        #expect(tcc.latencyMs.max == 120)
+    }
+
+    @Test("summary: CPU per 1,000 transactions answered, not per request: a run of instant errors is not cheap")
+    func cpuPerAnswered() {
+        // 100 answered and 900 errors (a coordinator down), 1 CPU second: 10 s per 1,000 answered (was 1 per request)
+        var crashed = Self.run(100, p50: 10, cpuPer1000: ["coordinator": 10])
+        crashed.outcomes.errors = 900
+        crashed.transactions = 1000
+        let summary = BenchSummary.summary([crashed], ratioToLocal: nil, ratioToDirect: nil, ratioToPgbenchLocal: nil, ratioToPgbench2PC: nil)
+        #expect(abs((summary.cpuSecondsPer1000["coordinator"] ?? 0) - 10) < 1e-9)
+        #expect(summary.outcomes.errors == 900)
     }
 
     static func results() -> BenchResults {
@@ -62,6 +75,9 @@ struct BenchTests {
         let scenario = ScenarioResult(name: "uniform & co", description: "d", parameters: ["products": "10"], cells: BenchSummary.cells(runs), recoveries: [
             RecoveryTimeline(mode: .tcc, rttMs: 0, fault: "coordinator cut from ServiceB for 3 s, then healed", faultAtSeconds: 2,
                              resolvedAtSeconds: 6.5, recoverySeconds: 4.5, throughputSamples: [10, 0, 10], sampleSeconds: 0.5, invariantsHeld: true),
+            // a second run of the same cell, as results written before runs were recorded have it (no repetition)
+            RecoveryTimeline(mode: .tcc, rttMs: 0, fault: "coordinator cut from ServiceB for 3 s, then healed", faultAtSeconds: 2,
+                             resolvedAtSeconds: 7.5, recoverySeconds: 5.5, throughputSamples: [10, 0, 10], sampleSeconds: 0.5, invariantsHeld: true),
         ])
         let environment = BenchEnvironment(cpuModel: "cpu", cores: 2, memoryGiB: 24, os: "os", postgresVersion: "15", postgresSettings: [:],
                                            gitCommit: "abc", buildConfiguration: "release", startedAt: "s", finishedAt: "f")
@@ -101,6 +117,9 @@ struct BenchTests {
             #expect(html.contains("id=\"\(anchor)\""), "\(anchor)")
         }
         #expect(markdown.contains("## Which mode when"))
+        // each run's recovery is told apart: before, the two rows and the two charts' captions were the same
+        #expect(markdown.contains("| tcc | 0ms | 1 |") && markdown.contains("| tcc | 0ms | 2 |"), "\(markdown)")
+        #expect(html.contains("0ms RTT, run 1") && html.contains("0ms RTT, run 2"))
         #expect(markdown.contains("| vs direct at 5ms |") || markdown.contains("vs direct at 5ms"))
         #expect(!html.contains("src=\"http") && !html.contains("href=\"http") && !html.contains("url(http"), "self-contained")
     }

@@ -34,7 +34,8 @@ enum ReportConclusions {
 
     /// At the slowest network with one client: p50 per mode against round trips x RTT.
     static func latencyLines(_ view: ReportScenarioView, protocols: [BenchMode]) -> [String] {
-        guard let rtt = view.rtts.last, rtt > 0, let clients = view.smallestClients else { return [] }
+        // one client only: with more, the p50 is queueing on the hot rows, not the round trips the floor counts
+        guard let rtt = view.rtts.last, rtt > 0, let clients = view.smallestClients, clients == 1 else { return [] }
         let cells = protocols.compactMap { view.cell($0, clients: clients, rtt: rtt) }.filter { !$0.mode.batched }
         guard cells.count >= 2 else { return [] }
         let parts = cells.map { cell in
@@ -57,7 +58,8 @@ enum ReportConclusions {
         for rtt in view.rtts {
             let cells = protocols.compactMap { view.cell($0, clients: clients, rtt: rtt) }
             guard let best = cells.max(by: { $0.summary.throughput.median < $1.summary.throughput.median }),
-                  let worst = cells.min(by: { $0.summary.throughput.median < $1.summary.throughput.median }), cells.count >= 2
+                  let worst = cells.min(by: { $0.summary.throughput.median < $1.summary.throughput.median }), cells.count >= 2,
+                  best.summary.throughput.median > worst.summary.throughput.median  // a tie names no best and worst
             else { continue }
             func describe(_ cell: CellResult) -> String {
                 "`\(cell.mode.rawValue)` \(ReportFormat.throughput(cell.summary.throughput.median)) tx/s"

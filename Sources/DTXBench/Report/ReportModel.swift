@@ -95,10 +95,19 @@ struct ReportScenarioView {
         scenario.parameters.sorted { $0.key < $1.key }.map { (key: $0.key, value: $0.value) }
     }
 
-    /// Recovery timelines in mode order, then by round-trip time.
+    /// Recovery timelines in mode order, then as they ran, each with its repetition (results written before it was
+    /// recorded: counted per mode and round-trip time in the order they ran, which is the repetitions' order).
     var recoveries: [RecoveryTimeline] {
         let order = Dictionary(uniqueKeysWithValues: BenchMode.allCases.enumerated().map { ($1, $0) })
-        return scenario.recoveries.enumerated().sorted { lhs, rhs in
+        var seen: [String: Int] = [:]
+        let numbered = scenario.recoveries.map { timeline -> RecoveryTimeline in
+            var timeline = timeline
+            let key = "\(timeline.mode.rawValue)/\(timeline.rttMs ?? 0)"
+            seen[key, default: 0] += 1
+            if timeline.repetition == nil { timeline.repetition = seen[key] }
+            return timeline
+        }
+        return numbered.enumerated().sorted { lhs, rhs in
             let (left, right) = (order[lhs.element.mode]!, order[rhs.element.mode]!)
             if left != right { return left < right }
             return lhs.offset < rhs.offset

@@ -214,7 +214,7 @@ public enum ReportRenderer {
         }
         if !scenario.recoveries.isEmpty {
             out += ["", "### Recovery", ""]
-            out += markdownTable(header: ["Mode", "RTT", "Fault", "Fault at", "Recovery", "Invariants"], alignRight: [1, 3, 4],
+            out += markdownTable(header: ["Mode", "RTT", "Run", "Fault", "Fault at", "Recovery", "Invariants"], alignRight: [1, 2, 4, 5],
                                  rows: view.recoveries.map(recoveryValues))
             out += ["", "Recovery: seconds from the fault until every global transaction begun before it had its final outcome "
                 + "(down time included); invariants: the check after the run. Throughput timelines: see \(markdownLink(view.recoveryAnchor))"]
@@ -225,8 +225,13 @@ public enum ReportRenderer {
     static func recoveryValues(_ timeline: RecoveryTimeline) -> [String] {
         let unresolved = timeline.resolvedAtSeconds == nil ? "not resolved" : ReportFormat.missing
         let recovery = timeline.recoverySeconds.map { ReportFormat.seconds($0) } ?? unresolved
-        return [timeline.mode.rawValue, ReportFormat.rtt(timeline.rttMs ?? 0), timeline.fault, ReportFormat.seconds(timeline.faultAtSeconds),
-                recovery, invariantsText(timeline.invariantsHeld)]
+        return [timeline.mode.rawValue, ReportFormat.rtt(timeline.rttMs ?? 0), timeline.repetition.map(String.init) ?? ReportFormat.missing,
+                timeline.fault, ReportFormat.seconds(timeline.faultAtSeconds), recovery, invariantsText(timeline.invariantsHeld)]
+    }
+
+    /// "5 ms RTT, run 2": which of a mode's timelines this is.
+    static func recoveryPlace(_ timeline: RecoveryTimeline) -> String {
+        "\(ReportFormat.rtt(timeline.rttMs ?? 0)) RTT" + (timeline.repetition.map { ", run \($0)" } ?? "")
     }
 
     // MARK: - HTML
@@ -505,14 +510,15 @@ public enum ReportRenderer {
 
     static func recoverySection(_ view: ReportScenarioView) -> [String] {
         var out = ["<h3 id=\"\(esc(view.recoveryAnchor))\">Recovery</h3>"]
-        out.append("<table class=\"recovery\"><thead><tr><th>Mode</th><th class=\"num\">RTT</th><th>Fault</th><th class=\"num\">Fault at</th>"
+        out.append("<table class=\"recovery\"><thead><tr><th>Mode</th><th class=\"num\">RTT</th><th class=\"num\">Run</th><th>Fault</th><th class=\"num\">Fault at</th>"
             + "<th class=\"num\">Recovery</th><th>Invariants</th></tr></thead><tbody>")
         for timeline in view.recoveries {
             let values = recoveryValues(timeline)
             let recovery = timeline.resolvedAtSeconds == nil && timeline.recoverySeconds == nil
-                ? "<span class=\"bad\">not resolved</span>" : esc(values[4])
-            out.append("<tr><td>\(modeHTML(timeline.mode))</td><td class=\"num\">\(esc(values[1]))</td><td>\(esc(timeline.fault))</td>"
-                + "<td class=\"num\">\(esc(values[3]))</td><td class=\"num\">\(recovery)</td><td>\(invariantsHTML(timeline.invariantsHeld))</td></tr>")
+                ? "<span class=\"bad\">not resolved</span>" : esc(values[5])
+            out.append("<tr><td>\(modeHTML(timeline.mode))</td><td class=\"num\">\(esc(values[1]))</td><td class=\"num\">\(esc(values[2]))</td>"
+                + "<td>\(esc(timeline.fault))</td><td class=\"num\">\(esc(values[4]))</td><td class=\"num\">\(recovery)</td>"
+                + "<td>\(invariantsHTML(timeline.invariantsHeld))</td></tr>")
         }
         out.append("</tbody></table>")
         out.append("<p class=\"note\">Recovery: seconds from the fault until every global transaction begun before it had its final "
@@ -522,7 +528,7 @@ public enum ReportRenderer {
         for timeline in view.recoveries {
             out.append("<figure class=\"timeline\">")
             out.append(ReportCharts.recoveryTimeline(timeline, color: ReportModes.color(timeline.mode)))
-            out.append("<figcaption>\(modeHTML(timeline.mode)) — \(esc(timeline.fault))</figcaption>")
+            out.append("<figcaption>\(modeHTML(timeline.mode)), \(esc(recoveryPlace(timeline))) — \(esc(timeline.fault))</figcaption>")
             out.append("</figure>")
         }
         out.append("</div>")

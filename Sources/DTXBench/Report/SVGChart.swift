@@ -497,7 +497,7 @@ enum ReportCharts {
     static func recoveryTimeline(_ timeline: RecoveryTimeline, color: String) -> String {
         let chartWidth = 560.0
         let chartHeight = 250.0
-        let title = "\(timeline.mode): \(timeline.fault)"
+        let title = "\(timeline.mode), \(ReportRenderer.recoveryPlace(timeline)): \(timeline.fault)"
         let left = 60.0
         let right = chartWidth - 18
         let top = 44.0
