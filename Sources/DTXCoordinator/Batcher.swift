@@ -10,9 +10,12 @@ actor Batcher<Key: Hashable & Sendable, Item: Sendable, Outcome: Sendable> {
         var inFlight = 0
         var items: [Item] = []
         var waiters: [CheckedContinuation<Outcome, Never>] = []
-        /// Counts the groups that started waiting, so that a guard timer fires only for its own.
+        /// The group now waiting, so that a guard timer fires only for its own (numbered by the actor: a queue removed
+        /// and made again must not reuse an old timer's number).
         var generation = 0
     }
+
+    private var generations = 0
 
     let window: Duration
     let maxItems: Int
@@ -32,7 +35,7 @@ actor Batcher<Key: Hashable & Sendable, Item: Sendable, Outcome: Sendable> {
             queue.items.append(item)
             queue.waiters.append(continuation)
             let startsGroup = queue.items.count == 1
-            if startsGroup { queue.generation += 1 }
+            if startsGroup { queue.generation = nextGeneration() }
             queues[key] = queue
             if queue.inFlight == 0 || queue.items.count >= maxItems {
                 flush(key)
@@ -55,13 +58,18 @@ actor Batcher<Key: Hashable & Sendable, Item: Sendable, Outcome: Sendable> {
         queue.items.removeFirst(count)
         queue.waiters.removeFirst(count)
         queue.inFlight += 1
-        if !queue.items.isEmpty { queue.generation += 1 }
+        if !queue.items.isEmpty { queue.generation = nextGeneration() }
         queues[key] = queue
         Task { [send] in
             let outcomes = await send(key, items)
             for (waiter, outcome) in zip(waiters, outcomes) { waiter.resume(returning: outcome) }
             self.landed(key)
         }
+    }
+
+    private func nextGeneration() -> Int {
+        generations += 1
+        return generations
     }
 
     /// A request came back: the calls that waited for it go now.

@@ -37,89 +37,95 @@ public func buildCoordinator(
         try await Migrator.migrate(.coordinator, connection: connection, logger: logger)
     }
     let holderLock = try await HolderLock.acquire(configuration.databaseURL, logger: logger)
-    let timing = configuration.timing
-    // every log statement is bounded by the database timeout here; the server ends one a little before, so that a write
-    // this process gave up on (and answered 503 for: "nothing logged") cannot commit afterwards, when a lock it waited
-    // for is released, and be driven by recovery behind the client's back
-    let postgres = PostgresClient(
-        configuration: try configuration.databaseURL.clientConfiguration(
-            maximumConnections: configuration.maxDatabaseConnections, statementTimeout: Coordinator.serverStatementTimeout(timing.databaseTimeout)
-        ),
-        backgroundLogger: logger
-    )
-    let machines = ModeMachines(xaConcurrentPrepare: configuration.xaConcurrentPrepare)
-    let log = TransactionLog(
-        client: postgres, owner: instanceID, holder: holderLock.holder, lease: timing.leaseDuration,
-        ids: IdAllocator(client: postgres, callTimeout: timing.databaseTimeout, logger: logger), machines: machines,
-        globalTimeout: timing.globalTimeout, callTimeout: timing.databaseTimeout,
-        batching: configuration.batchWindow > .zero ? (configuration.batchWindow, configuration.batchMaxItems) : nil, logger: logger
-    )
-    var clientConfiguration = ServiceClient.Configuration(token: configuration.token)
-    clientConfiguration.readTimeout = configuration.timing.branchTimeout + .seconds(1)  // branch calls are all it makes
-    let client = ServiceClient(configuration: clientConfiguration)
-    let registry = PrometheusCollectorRegistry()
-    let advertised = AdvertisedURL(configuration.advertiseURL.flatMap(CoordinatorHeader.validated) ?? Coordinator.defaultURL(configuration, port: configuration.port))
-    var caller = BranchCaller(
-        client: client,
-        participants: Dictionary(uniqueKeysWithValues: configuration.participants.map { ($0.name, $0.url) }),
-        branchTimeout: timing.branchTimeout,
-        policy: RetryPolicy(initial: timing.initialBackoff, maximum: timing.maxBackoff),
-        advertisedURL: advertised,
-        batcher: nil,
-        registry: registry,
-        logger: logger
-    )
-    if configuration.batchWindow > .zero {
-        let unbatched = caller
-        caller = BranchCaller(
-            client: client, participants: unbatched.participants, branchTimeout: unbatched.branchTimeout, policy: unbatched.policy,
-            advertisedURL: advertised,
-            batcher: BranchBatcher(window: configuration.batchWindow, maxItems: configuration.batchMaxItems) { key, requests in
-                await unbatched.batch(key, requests)
-            },
-            registry: registry, logger: logger
+    // from here on a failure lets the liveness lock go: held, it would make other coordinators wait out this one's lease
+    do {
+        let timing = configuration.timing
+        // every log statement is bounded by the database timeout here; the server ends one a little before, so that a write
+        // this process gave up on (and answered 503 for: "nothing logged") cannot commit afterwards, when a lock it waited
+        // for is released, and be driven by recovery behind the client's back
+        let postgres = PostgresClient(
+            configuration: try configuration.databaseURL.clientConfiguration(
+                maximumConnections: configuration.maxDatabaseConnections, statementTimeout: Coordinator.serverStatementTimeout(timing.databaseTimeout)
+            ),
+            backgroundLogger: logger
         )
+        let machines = ModeMachines(xaConcurrentPrepare: configuration.xaConcurrentPrepare)
+        let log = TransactionLog(
+            client: postgres, owner: instanceID, holder: holderLock.holder, lease: timing.leaseDuration,
+            ids: IdAllocator(client: postgres, callTimeout: timing.databaseTimeout, logger: logger), machines: machines,
+            globalTimeout: timing.globalTimeout, callTimeout: timing.databaseTimeout,
+            batching: configuration.batchWindow > .zero ? (configuration.batchWindow, configuration.batchMaxItems) : nil, logger: logger
+        )
+        var clientConfiguration = ServiceClient.Configuration(token: configuration.token)
+        clientConfiguration.readTimeout = configuration.timing.branchTimeout + .seconds(1)  // branch calls are all it makes
+        let client = ServiceClient(configuration: clientConfiguration)
+        let registry = PrometheusCollectorRegistry()
+        let advertised = AdvertisedURL(configuration.advertiseURL.flatMap(CoordinatorHeader.validated) ?? Coordinator.defaultURL(configuration, port: configuration.port))
+        var caller = BranchCaller(
+            client: client,
+            participants: Dictionary(uniqueKeysWithValues: configuration.participants.map { ($0.name, $0.url) }),
+            branchTimeout: timing.branchTimeout,
+            policy: RetryPolicy(initial: timing.initialBackoff, maximum: timing.maxBackoff),
+            advertisedURL: advertised,
+            batcher: nil,
+            registry: registry,
+            logger: logger
+        )
+        if configuration.batchWindow > .zero {
+            let unbatched = caller
+            caller = BranchCaller(
+                client: client, participants: unbatched.participants, branchTimeout: unbatched.branchTimeout, policy: unbatched.policy,
+                advertisedURL: advertised,
+                batcher: BranchBatcher(window: configuration.batchWindow, maxItems: configuration.batchMaxItems) { key, requests in
+                    await unbatched.batch(key, requests)
+                },
+                registry: registry, logger: logger
+            )
+        }
+        let driver = TransactionDriver(log: log, caller: caller, machines: machines, registry: registry, logger: logger)
+        let recovery = RecoveryLoop(
+            log: log, driver: driver, interval: timing.recoveryInterval,
+            budget: min(.seconds(5), timing.leaseDuration / 2), batch: configuration.recoveryBatch, registry: registry, logger: logger
+        )
+
+        let router = Router(context: DTXRequestContext.self)
+        let routeTable = RouteTable()
+        router.add(middleware: ErrorMiddleware(routes: routeTable))
+        if let token = configuration.token { router.add(middleware: BearerTokenMiddleware(token: token)) }
+        CoordinatorRoutes(
+            log: log, driver: driver, participants: configuration.participants.map(\.name), timing: timing, logger: logger
+        ).add(to: router)
+        router.addMetricsRoute(registry)
+        let healthLogger = logger
+        router.addHealthRoute(["status": "ok", "coordinator": instanceID]) {
+            _ = try await postgres.rows("SELECT 1", logger: healthLogger)
+        }
+        router.addOpenAPIRoute(PackageResources.openapi_json)
+        if configuration.statusPage { try StatusPage(log: log, instanceID: instanceID).add(to: router) }
+        routeTable.fill(router)
+
+        let retention = RetentionJob(
+            retention: Retention(schema: .coordinator, configuration: configuration.retention, logger: logger), client: postgres, logger: logger
+        ) { registry.recordRetention(pruned: $0.pruned, oldestSeconds: $0.oldestSeconds) }
+
+        let application = Application(
+            router: router,
+            server: .http1(configuration: .init(idleTimeout: ServerSettings.idleTimeout)),
+            configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "dtx-coordinator"),
+            // shut down in reverse order (after the HTTP server): the recovery loop stops before the client it calls with
+            services: [holderLock, postgres, ServiceClientLifecycle(client: client), recovery, retention],
+            onServerRunning: { channel in
+                let port = channel.localAddress?.port ?? configuration.port
+                if configuration.advertiseURL == nil { advertised.set(Coordinator.defaultURL(configuration, port: port)) }
+                await onServerRunning(port)
+            },
+            logger: logger
+        )
+        return Coordinator(application: application, log: log, recovery: recovery, instanceID: instanceID, holder: holderLock.holder, routes: routeTable)
+    } catch {
+        await holderLock.release()
+        throw error
     }
-    let driver = TransactionDriver(log: log, caller: caller, machines: machines, registry: registry, logger: logger)
-    let recovery = RecoveryLoop(
-        log: log, driver: driver, interval: timing.recoveryInterval,
-        budget: min(.seconds(5), timing.leaseDuration / 2), batch: configuration.recoveryBatch, registry: registry, logger: logger
-    )
-
-    let router = Router(context: DTXRequestContext.self)
-    let routeTable = RouteTable()
-    router.add(middleware: ErrorMiddleware(routes: routeTable))
-    if let token = configuration.token { router.add(middleware: BearerTokenMiddleware(token: token)) }
-    CoordinatorRoutes(
-        log: log, driver: driver, participants: configuration.participants.map(\.name), timing: timing, logger: logger
-    ).add(to: router)
-    router.addMetricsRoute(registry)
-    let healthLogger = logger
-    router.addHealthRoute(["status": "ok", "coordinator": instanceID]) {
-        _ = try await postgres.rows("SELECT 1", logger: healthLogger)
-    }
-    router.addOpenAPIRoute(PackageResources.openapi_json)
-    if configuration.statusPage { try StatusPage(log: log, instanceID: instanceID).add(to: router) }
-    routeTable.fill(router)
-
-    let retention = RetentionJob(
-        retention: Retention(schema: .coordinator, configuration: configuration.retention, logger: logger), client: postgres, logger: logger
-    ) { registry.recordRetention(pruned: $0.pruned, oldestSeconds: $0.oldestSeconds) }
-
-    let application = Application(
-        router: router,
-        server: .http1(configuration: .init(idleTimeout: ServerSettings.idleTimeout)),
-        configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "dtx-coordinator"),
-        // shut down in reverse order (after the HTTP server): the recovery loop stops before the client it calls with
-        services: [holderLock, postgres, ServiceClientLifecycle(client: client), recovery, retention],
-        onServerRunning: { channel in
-            let port = channel.localAddress?.port ?? configuration.port
-            if configuration.advertiseURL == nil { advertised.set(Coordinator.defaultURL(configuration, port: port)) }
-            await onServerRunning(port)
-        },
-        logger: logger
-    )
-    return Coordinator(application: application, log: log, recovery: recovery, instanceID: instanceID, holder: holderLock.holder, routes: routeTable)
 }
 
 extension Coordinator {

@@ -84,6 +84,14 @@ public struct HolderLock: Service {
                     try? await Task.sleep(for: .seconds(1))
                 }
             }
+            // stopped with the lock held (cancelled before the first wait, or just after taking it again): let it go, so
+            // that other coordinators see this one gone at once rather than after the lease
+            if let connection { try? await connection.close() }
         }
+    }
+
+    /// Lets the lock go without running (the coordinator failed to build after taking it).
+    func release() async {
+        try? await first.close()
     }
 }

@@ -19,6 +19,10 @@ public final class KnownCoordinators: Sendable {
     let refresh: Duration
     /// A bound on each of its database calls (see `withDeadline`).
     static let callTimeout: Duration = .seconds(5)
+    /// URLs kept in memory before the stale ones are forgotten.
+    static let rememberedURLs = 1_000
+    /// How many URLs this process keeps in memory (for the test of its bound).
+    var rememberedCount: Int { recorded.withLock { $0.count } }
 
     init(client: PostgresClient, configured: String?, refresh: Duration = .seconds(60), logger: Logger) {
         self.client = client
@@ -32,6 +36,9 @@ public final class KnownCoordinators: Sendable {
         let now = ContinuousClock.now
         let due = recorded.withLock { recorded in
             guard recorded[url].map({ now - $0 >= refresh }) ?? true else { return false }
+            // bounded: URLs not seen for a refresh are due again anyway, so forgetting them loses nothing (each call
+            // may bring a new one: a header anyone can send without --token)
+            if recorded.count >= Self.rememberedURLs { recorded = recorded.filter { now - $0.value < refresh } }
             recorded[url] = now
             return true
         }

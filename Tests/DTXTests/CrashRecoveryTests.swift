@@ -235,6 +235,32 @@ struct CrashRecoveryTests {
         }
     }
 
+    @Test("the liveness lock goes with its service: stopped before it ever waited, or never run, the lock is let go")
+    func livenessLockReleased() async throws {
+        let database = try await TestPostgres.shared.newDatabase("unlock")
+        try await withDatabase(database) { _ = try await Migrator.migrate(.coordinator, connection: $0, logger: TestPostgres.logger) }
+        @Sendable func held(_ holder: Int64) async throws -> Int64 {
+            try await scalar(database, PostgresQuery(unsafeSQL: """
+                SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = dtx_holder_lock_namespace()::oid AND objsubid = 2
+                  AND objid = \(holder) AND granted AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+                """))
+        }
+        // cancelled before its first wait (a service group cancels every service when another fails to start)
+        let cancelled = try await HolderLock.acquire(database, logger: TestPostgres.logger)
+        #expect(try await held(cancelled.holder) == 1)
+        let task = Task {
+            withUnsafeCurrentTask { $0?.cancel() }
+            try await cancelled.run()
+        }
+        try await task.value
+        // before, nothing closed the connection: the lock stayed held until the process ended
+        try await eventually("the lock is let go") { try await held(cancelled.holder) == 0 }
+        // never run: the coordinator failed to build after taking it
+        let unused = try await HolderLock.acquire(database, logger: TestPostgres.logger)
+        await unused.release()
+        try await eventually("the unused lock is let go") { try await held(unused.holder) == 0 }
+    }
+
     @Test("a dead coordinator's rows are claimed at once, a live one's not until its lease ends")
     func liveness() async throws {
         let database = try await TestPostgres.shared.newDatabase("liveness")

@@ -194,6 +194,11 @@ struct ParticipantTests {
                 // before, only a process's first call from a URL was written: the steady one was the 11th, and dropped
                 let asked = await known.known()
                 #expect(asked.first == "http://steady:1", "\(asked)")
+                // what it keeps in memory is bounded: URLs past their refresh are forgotten (before, it only grew)
+                try await Task.sleep(for: .milliseconds(300))
+                for index in 0..<(KnownCoordinators.rememberedURLs + 10) { await known.note("http://many-\(index):1") }
+                #expect(known.rememberedCount <= KnownCoordinators.rememberedURLs + 10)
+                #expect(known.rememberedCount > 0)
             }
         }
     }
