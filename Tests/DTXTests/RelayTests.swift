@@ -166,7 +166,7 @@ struct RelayTests {
         let log = "/tmp/dtx-test-\(getpid())-relay.log"
         // a fraction of a millisecond, as the bench passes it (its --rtt takes microseconds; this used to be refused)
         let relay = try ChildProcess.spawn(
-            name: "relay", executable: try dtxExecutable(), arguments: ["relay", "--rtt", "4.5ms", "--link", "echo=\(port):127.0.0.1:\(echo.port)"],
+            name: "relay", executable: try dtxExecutable(), arguments: ["relay", "--rtt", "0.5ms", "--link", "echo=\(port):127.0.0.1:\(echo.port)"],
             logPath: log, controlled: true
         )
         try await eventually("the relay listens") { relay.logTail().contains("relay echo 127.0.0.1:\(port)") }
