@@ -47,6 +47,12 @@ public struct Scenario: Codable, Sendable {
         } catch let error as DecodingError {
             throw ScenarioError("scenario \(path) is not valid: \(error)")
         }
+        guard Self.isValidName(scenario.name) else {
+            throw ScenarioError(
+                "scenario \(path): name '\(scenario.name)' must be 1 to 64 letters, digits, '-', '_' or '.', not starting with '.' "
+                    + "(it names the scenario's folder of logs and its rows in the reports)"
+            )
+        }
         if let modes = scenario.modes { _ = try BenchMode.list(modes.joined(separator: ",")) }
         if let partition = scenario.partition, !["ServiceA", "ServiceB"].contains(partition.participant) {
             throw ScenarioError("scenario \(path): a partition cuts the coordinator from ServiceA or ServiceB, not '\(partition.participant)'")
@@ -62,6 +68,13 @@ public struct Scenario: Codable, Sendable {
             throw ScenarioError("scenario \(path): one fault per scenario (crash or partition)")
         }
         return scenario
+    }
+
+    /// A name that is safe as a folder name and in a Markdown table: before, `../x` put logs outside `--out` and `a|b`
+    /// split the report's rows.
+    static func isValidName(_ name: String) -> Bool {
+        (1...64).contains(name.count) && !name.hasPrefix(".")
+            && name.unicodeScalars.allSatisfy { ("a"..."z").contains($0) || ("A"..."Z").contains($0) || ("0"..."9").contains($0) || "-_.".unicodeScalars.contains($0) }
     }
 
     /// The processes a crash can kill.

@@ -126,10 +126,10 @@ struct BenchTests {
 
     // MARK: Real runs
 
-    static func scenarioFile(_ name: String, extra: String = "") throws -> String {
+    static func scenarioFile(_ name: String, extra: String = "", scenarioName: String? = nil) throws -> String {
         let path = "/tmp/dtx-test-\(getpid())-\(name).json"
         try """
-            {"name": "\(name)", "description": "a short test run",
+            {"name": "\(scenarioName ?? name)", "description": "a short test run",
              "workload": {"products": 50, "stock": 100000, "quantity": 1, "distribution": "uniform", "zipfExponent": 1.1, "failShare": 0}\(extra)}
             """.write(toFile: path, atomically: true, encoding: .utf8)
         return path

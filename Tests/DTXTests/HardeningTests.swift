@@ -129,6 +129,7 @@ struct HardeningTests {
         let participant = ["participant", "--name", "ServiceA", "--database-url", url]
         let scenario = try BenchTests.scenarioFile("flags")
         let crashTypo = try BenchTests.scenarioFile("flags-crash", extra: #", "crash": {"target": "serviceB", "atSeconds": 1, "downSeconds": 1}"#)
+        let badName = try BenchTests.scenarioFile("flags-name", scenarioName: "../up|down")
         let cases: [([String], String)] = [
             // before: an integer overflow while parsing (signal 4), or later in nanosecond arithmetic
             (coordinator + ["--lease", "inf"], "'inf' is invalid for '--lease"),
@@ -151,6 +152,8 @@ struct HardeningTests {
             (["bench", "--scenario", scenario, "--clients", "0"], "--clients: '0' is not a whole number"),
             // before: loaded, then a trap on a missing port when the crash came
             (["bench", "--scenario", crashTypo], "a crash kills ServiceA, ServiceB, coordinator, not 'serviceB'"),
+            // before: its logs went to a folder outside --out, and the '|' split the report's table rows
+            (["bench", "--scenario", badName], "name '../up|down' must be 1 to 64 letters"),
             (["relay", "--rtt", "5ms", "--link", "x=0:127.0.0.1:0"], "--link 'x=0:127.0.0.1:0'"),
         ]
         for (index, (arguments, message)) in cases.enumerated() {

@@ -224,6 +224,9 @@ struct ParticipantRecoveryTests {
             #expect(try await p.stock() == 90)
             // the health check needs no token, as the document says (before: 401)
             #expect(try await anonymous.get(p.service.url + "/health", timeout: .seconds(5)).status == 200)
+            // HEAD too, as load balancers probe (before: 405), with no body
+            let head = try await anonymous.raw("HEAD", p.service.url + "/health", body: nil, headers: [])
+            #expect(head.status == 200 && head.body.isEmpty, "\(head.status) \(String(decoding: head.body, as: UTF8.self))")
             #expect(try await anonymous.get(p.service.url + "/metrics", timeout: .seconds(5)).status == 401)
         }
     }
@@ -258,6 +261,7 @@ struct ParticipantRecoveryTests {
                 let health = try await p.client.get(p.service.url + "/health", timeout: .seconds(20))
                 #expect(health.status == 503)
                 #expect(health.error?.code == .databaseUnavailable)
+                #expect(try await p.client.raw("HEAD", p.service.url + "/health", body: nil, headers: []).status == 503)
                 let during = try await p.client.post(p.service.url + "/tcc/try", json: BranchRequest(workerEventId: 73, productId: 1, quantity: 10), timeout: .seconds(20))
                 #expect(during.status == 503)
             }

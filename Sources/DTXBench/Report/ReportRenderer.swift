@@ -216,11 +216,16 @@ public enum ReportRenderer {
             out += ["", "### Recovery", ""]
             out += markdownTable(header: ["Mode", "RTT", "Run", "Fault", "Fault at", "Recovery", "Invariants"], alignRight: [1, 2, 4, 5],
                                  rows: view.recoveries.map(recoveryValues))
-            out += ["", "Recovery: seconds from the fault until every global transaction begun before it had its final outcome "
-                + "(down time included); invariants: the check after the run. Throughput timelines: see \(markdownLink(view.recoveryAnchor))"]
+            out += ["", "\(recoveryCaption) Throughput timelines: see \(markdownLink(view.recoveryAnchor))"]
         }
         return out
     }
+
+    /// What the recovery table's columns count. "Fault at" is on the run's clock, as the timelines are: the scenario's
+    /// time counts from the end of the warm-up, so the two differ by the warm-up.
+    static let recoveryCaption = "Fault at: seconds from the start of the run, warm-up included (the scenario's time counts "
+        + "from the end of the warm-up); recovery: seconds from the fault until every global transaction begun before it had "
+        + "its final outcome (down time included); invariants: the check after the run."
 
     static func recoveryValues(_ timeline: RecoveryTimeline) -> [String] {
         let unresolved = timeline.resolvedAtSeconds == nil ? "not resolved" : ReportFormat.missing
@@ -521,8 +526,7 @@ public enum ReportRenderer {
                 + "<td>\(invariantsHTML(timeline.invariantsHeld))</td></tr>")
         }
         out.append("</tbody></table>")
-        out.append("<p class=\"note\">Recovery: seconds from the fault until every global transaction begun before it had its final "
-            + "outcome (down time included); invariants: the check after the run. Below, completed transactions per second over the "
+        out.append("<p class=\"note\">\(esc(recoveryCaption)) Below, completed transactions per second over the "
             + "run; dashed red: the fault; green: resolved.</p>")
         out.append("<div class=\"timelines\">")
         for timeline in view.recoveries {
