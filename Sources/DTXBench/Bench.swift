@@ -19,6 +19,8 @@ public struct Bench: Sendable {
         public var executable: String
         public var scenarios: [Scenario]
         public var modes: [BenchMode] = BenchMode.allCases
+        /// Whether `--modes` was given: it then also narrows the scenarios that name their own modes.
+        public var modesGiven = false
         public var clients: [Int] = [1, 4, 16, 64]
         /// Round-trip times between every two parts; [0] runs on loopback without a relay.
         public var rtts: [Duration] = [.zero]
@@ -77,6 +79,11 @@ public struct Bench: Sendable {
 
         var scenarioResults: [ScenarioResult] = []
         for scenario in options.scenarios {
+            guard !modes(for: scenario).isEmpty else {
+                say("")
+                say("==> Scenario \(scenario.name) skipped: it runs \(scenario.modes?.joined(separator: ", ") ?? "no mode"), none of --modes")
+                continue
+            }
             scenarioResults.append(try await runScenario(scenario, urls: urls, cleanup: cleanup))
         }
         let environment = try await Self.environment(database: urls.a, startedAt: startedAt, logger: logger)
@@ -102,9 +109,11 @@ public struct Bench: Sendable {
         try ReportRenderer.html(results).write(toFile: "\(directory)/report.html", atomically: true, encoding: .utf8)
     }
 
-    /// The modes a scenario runs: its own or the command line's; a fault scenario runs the coordinator modes only.
+    /// The modes a scenario runs: its own (those of them that an explicit `--modes` names too) or the command line's; a
+    /// fault scenario runs the coordinator modes only.
     func modes(for scenario: Scenario) -> [BenchMode] {
-        var modes = scenario.benchModes ?? options.modes
+        var modes = options.modes
+        if let own = scenario.benchModes { modes = options.modesGiven ? own.filter(options.modes.contains) : own }
         if scenario.hasFault { modes = modes.filter { $0.protocolMode != nil } }
         if Pgbench.executable == nil { modes = modes.filter { !$0.isReference } }
         return modes

@@ -101,11 +101,14 @@ public struct CoordinatorConfiguration: Sendable {
         // room than that, no second phase would ever make a call
         guard timing.leaseDuration - min(.seconds(2), timing.leaseDuration / 4) > timing.branchTimeout else {
             throw CoordinatorConfigurationError(
-                "the lease (\(timing.leaseDuration)) must be longer than --branch-timeout (\(timing.branchTimeout)) plus a 2 s margin"
+                "--lease (\(timing.leaseDuration)) must be longer than --branch-timeout (\(timing.branchTimeout)) plus a 2 s margin"
             )
         }
         guard timing.leaseDuration > timing.globalTimeout + timing.branchTimeout else {
-            throw CoordinatorConfigurationError("the lease (\(timing.leaseDuration)) must be longer than the global timeout plus one branch call")
+            throw CoordinatorConfigurationError(
+                "--lease (\(timing.leaseDuration)) must be longer than --global-timeout (\(timing.globalTimeout)) plus --branch-timeout "
+                    + "(\(timing.branchTimeout)): raise --lease above \(timing.globalTimeout + timing.branchTimeout), or lower the others"
+            )
         }
         guard timing.responseWait >= .zero, timing.responseWait < timing.leaseDuration else {
             throw CoordinatorConfigurationError("--response-wait must be from 0 to less than the lease")

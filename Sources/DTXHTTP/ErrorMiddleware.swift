@@ -146,12 +146,14 @@ public struct BearerTokenMiddleware: RouterMiddleware {
         }) {
             return try await next(request, context)
         }
-        if request.method == .get, let given = request.uri.queryParameters.get("token"), constantTimeEquals(given, token) {
+        // one leading slash: "//host/..." (or "/\host/...", which browsers read the same) would send the browser to
+        // another site
+        let path = "/" + request.uri.path.drop { $0 == "/" || $0 == "\\" }
+        // the sign-in link is for the status page's pages only, as the documents say; the API takes the header
+        if request.method == .get, path == "/" || path.hasPrefix("/ui/"),
+           let given = request.uri.queryParameters.get("token"), constantTimeEquals(given, token) {
             // the same page without the token (kept out of the address bar and history), its filters kept as sent
             let kept = (request.uri.query ?? "").split(separator: "&").filter { !$0.hasPrefix("token=") && $0 != "token" }
-            // one leading slash: "//host/..." (or "/\host/...", which browsers read the same) would send the browser to
-            // another site
-            let path = "/" + request.uri.path.drop { $0 == "/" || $0 == "\\" }
             let location = path + (kept.isEmpty ? "" : "?" + kept.joined(separator: "&"))
             var response = Response(status: .seeOther, headers: [.location: location])
             response.headers[.setCookie] = "\(Self.cookie)=\(token); Path=/; HttpOnly; SameSite=Strict"

@@ -13,8 +13,8 @@ struct BenchCommand: AsyncParsableCommand {
 
     @Option(name: .customLong("scenario"), help: "A scenario file (repeat); default: every file in benchmarks/scenarios/.")
     var scenarioFiles: [String] = []
-    @Option(help: "Modes, baselines and references, comma-separated: \(BenchMode.allCases.map(\.rawValue).joined(separator: ","))")
-    var modes: String = BenchMode.allCases.map(\.rawValue).joined(separator: ",")
+    @Option(help: "Modes, baselines and references, comma-separated (default all: \(BenchMode.allCases.map(\.rawValue).joined(separator: ","))); also narrows scenarios that name their own.")
+    var modes: String?
     @Option(help: "Client counts, comma-separated.") var clients: String = "1,4,16,64"
     @Option(help: "Round-trip times between every two parts, comma-separated, e.g. 0ms,1ms,5ms (0: loopback, no relay).")
     var rtt: String = "0ms"
@@ -34,7 +34,10 @@ struct BenchCommand: AsyncParsableCommand {
         let files = scenarioFiles.isEmpty ? try defaultScenarioFiles() : scenarioFiles
         var options = Bench.Options(executable: selfExecutable(), scenarios: try files.map(Scenario.load), outputDirectory: out)
         do {
-            options.modes = try BenchMode.list(modes)
+            if let modes {
+                options.modes = try BenchMode.list(modes)
+                options.modesGiven = true
+            }
             options.rtts = try rtt.split(separator: ",").map { try Bench.parseRTT(String($0)) }
         } catch let error as ScenarioError {
             throw ValidationError(error.description)
@@ -103,7 +106,12 @@ struct ReportCommand: ParsableCommand {
         guard let data = FileManager.default.contents(atPath: "\(directory)/results.json") else {
             throw ValidationError("no \(directory)/results.json: give the folder a dtx bench run wrote")
         }
-        let results = try JSONDecoder().decode(BenchResults.self, from: data)
+        let results: BenchResults
+        do {
+            results = try JSONDecoder().decode(BenchResults.self, from: data)
+        } catch {
+            throw ValidationError("\(directory)/results.json is not the results of a dtx bench run (of this version): \(error)")
+        }
         try Bench.write(results, to: directory)
         print("wrote \(directory)/report.md and \(directory)/report.html")
     }
@@ -122,6 +130,9 @@ struct VerifyCommand: AsyncParsableCommand {
         var logger = Logger(label: "dtx.verify")
         logger.logLevel = .warning
         let verifier: Verifier
+        if coordinatorDatabase == nil, !participants.isEmpty {
+            throw ValidationError("--participant needs --coordinator-database (the log the branches are checked against)")
+        }
         if let coordinatorDatabase {
             let parsed = try participants.map { spec -> Verifier.Participant in
                 let parts = spec.split(separator: "=", maxSplits: 1)

@@ -10,6 +10,14 @@ struct ClientOptions: ParsableArguments {
 
     var base: String { coordinator.hasSuffix("/") ? String(coordinator.dropLast()) : coordinator }
 
+    func validate() throws {
+        guard let url = URL(string: coordinator), ["http", "https"].contains(url.scheme?.lowercased() ?? ""), url.host?.isEmpty == false else {
+            throw ValidationError("--coordinator '\(coordinator)' must be the coordinator's http(s) URL, e.g. http://127.0.0.1:8090")
+        }
+    }
+
+    /// Runs `body` with a client; a call that fails before any answer (nothing listening, a name that does not resolve,
+    /// no answer in time) is reported with the coordinator's URL and exit status 1.
     func withClient<T>(_ body: (ServiceClient) async throws -> T) async throws -> T {
         let client = ServiceClient(configuration: .init(token: tokenOrEnvironment(token)))
         do {
@@ -18,8 +26,18 @@ struct ClientOptions: ParsableArguments {
             return result
         } catch {
             try? await client.shutdown()
-            throw error
+            printError("no answer from the coordinator at \(base) (\(Self.reason(error))): is it running there? (--coordinator URL)")
+            throw ExitCode(1)
         }
+    }
+
+    /// AsyncHTTPClient's and NIO's errors, in words.
+    static func reason(_ error: any Error) -> String {
+        let text = "\(error)"
+        if text.contains("Connection refused") || text.contains("errno: 111") { return "connection refused" }
+        if text.contains("deadlineExceeded") || text.contains("readTimeout") { return "it did not answer in time" }
+        if text.contains("NXDOMAIN") || text.contains("resolve") || text.contains("getaddrinfo") { return "the host name does not resolve" }
+        return text
     }
 }
 
@@ -81,9 +99,9 @@ struct ListCommand: AsyncParsableCommand {
             printError("coordinator answered \(reply.status): \(reply.error.map { "\($0)" } ?? "")")
             throw ExitCode(1)
         }
-        print(pad("ID", 8) + pad("MODE", 6) + pad("STATUS", 13) + pad("PHASE", 17) + "ERROR")
+        print(pad("ID", 18) + pad("MODE", 6) + pad("STATUS", 13) + pad("PHASE", 17) + "ERROR")
         for view in try reply.decode(TransactionList.self).transactions {
-            print(pad("\(view.id)", 8) + pad(view.mode.rawValue, 6) + pad(view.status.rawValue, 13) + pad(view.phase, 17) + (view.errorMessage ?? ""))
+            print(pad("\(view.id)", 18) + pad(view.mode.rawValue, 6) + pad(view.status.rawValue, 13) + pad(view.phase, 17) + (view.errorMessage ?? ""))
         }
     }
 }

@@ -65,9 +65,11 @@ struct LoggingOptions: ParsableArguments {
 }
 
 /// `--database-url`, else the environment variable `name`.
-func parseDatabaseURL(_ option: String?, environment name: String = "DTX_DATABASE_URL", what: String) throws -> DatabaseURL {
+func parseDatabaseURL(
+    _ option: String?, environment name: String = "DTX_DATABASE_URL", what: String, exampleDatabase: String = "dtx_service_a"
+) throws -> DatabaseURL {
     guard let text = option ?? ProcessInfo.processInfo.environment[name] else {
-        throw ValidationError("give --database-url for \(what) (or set \(name)), e.g. postgres://postgres@127.0.0.1:5432/dtx_service_a")
+        throw ValidationError("give --database-url for \(what) (or set \(name)), e.g. postgres://postgres@127.0.0.1:5432/\(exampleDatabase)")
     }
     do {
         return try DatabaseURL(text)

@@ -17,7 +17,7 @@ struct PruneCommand: AsyncParsableCommand {
     func run() async throws {
         var logger = Logger(label: "dtx.prune")
         logger.logLevel = .warning
-        let url = try parseDatabaseURL(databaseURL, what: "the database to prune")
+        let url = try parseDatabaseURL(databaseURL, what: "the database to prune", exampleDatabase: "dtx_coordinator")
         guard horizon.duration > .zero else { throw ValidationError("--horizon must be above 0") }
         try await url.withConnection(logger: logger) { connection in
             guard let schema = try await Retention.schema(of: connection, logger: logger) else {

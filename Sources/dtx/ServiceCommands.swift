@@ -97,7 +97,7 @@ struct CoordinatorCommand: AsyncParsableCommand {
             guard parts.count == 2, !parts[0].isEmpty else { throw ValidationError("--participant '\(spec)': give NAME=URL, e.g. ServiceA=http://127.0.0.1:8080") }
             return .init(name: String(parts[0]), url: String(parts[1]))
         }
-        var configuration = CoordinatorConfiguration(databaseURL: try parseDatabaseURL(databaseURL, what: "the coordinator"), participants: parsed)
+        var configuration = CoordinatorConfiguration(databaseURL: try parseDatabaseURL(databaseURL, what: "the coordinator", exampleDatabase: "dtx_coordinator"), participants: parsed)
         configuration.host = host
         configuration.port = port
         configuration.token = tokenOrEnvironment(token)

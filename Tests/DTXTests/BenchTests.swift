@@ -1,6 +1,7 @@
 @testable import DTXBench
 import DTXPostgres
 import Foundation
+import Logging
 import Testing
 
 #if canImport(Glibc)
@@ -150,6 +151,26 @@ struct BenchTests {
             let mentionsParent = arguments.joined(separator: " ").contains("--parent-pid \(parent)")
             return isChild || mentionsParent ? arguments.joined(separator: " ") : nil
         }
+    }
+
+    @Test("a scenario's own modes: run as they are, or narrowed by an explicit --modes (before, --modes did not narrow them)")
+    func scenarioModes() throws {
+        let fault = try Scenario.load(try Self.scenarioFile(
+            "own-modes", extra: #", "modes": ["tcc+batch", "saga+batch"], "crash": {"target": "ServiceB", "atSeconds": 1, "downSeconds": 1}"#
+        ))
+        let plain = try Scenario.load(try Self.scenarioFile("no-own-modes"))
+        func modes(_ given: String?, _ scenario: Scenario) throws -> [String] {
+            var options = Bench.Options(executable: "/bin/false", scenarios: [scenario], outputDirectory: "/tmp")
+            if let given {
+                options.modes = try BenchMode.list(given)
+                options.modesGiven = true
+            }
+            return Bench(options: options, say: { _ in }, logger: Logger(label: "test")).modes(for: scenario).map(\.rawValue)
+        }
+        #expect(try modes(nil, fault) == ["tcc+batch", "saga+batch"])
+        #expect(try modes("saga+batch,xa", fault) == ["saga+batch"])
+        #expect(try modes("tcc,saga", fault).isEmpty)  // the bench skips it
+        #expect(try modes("direct,tcc", plain).contains("tcc"))
     }
 
     @Test("where the CPU goes: with one PostgreSQL server per part, the coordinator's log server counts as the coordinator's")

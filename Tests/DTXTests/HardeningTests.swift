@@ -152,6 +152,15 @@ struct HardeningTests {
             (["bench", "--scenario", scenario, "--clients", "0"], "--clients: '0' is not a whole number"),
             // before: loaded, then a trap on a missing port when the crash came
             (["bench", "--scenario", crashTypo], "a crash kills ServiceA, ServiceB, coordinator, not 'serviceB'"),
+            // a client command: what to fix, not HTTPClientError.emptyScheme or a bare "connection refused" (errno 111)
+            (["run", "--mode", "tcc", "--coordinator", "notaurl"], "--coordinator 'notaurl' must be the coordinator's http(s) URL"),
+            (["list", "--coordinator", "http://127.0.0.1:1"], "no answer from the coordinator at http://127.0.0.1:1 (connection refused)"),
+            // a check made when the command runs points at the command's help, not at "Usage: dtx <subcommand>"
+            (["report", "/tmp/dtx-test-no-such-folder"], "See 'dtx report --help'."),
+            // before: --participant was ignored without --coordinator-database
+            (["verify", "--participant", "ServiceA=postgres://postgres@127.0.0.1:1/x"], "--participant needs --coordinator-database"),
+            // the flags to change, and to what (before: "the global timeout plus one branch call")
+            (coordinator + ["--lease", "5s"], "raise --lease above 13.0 seconds"),
             // before: its logs went to a folder outside --out, and the '|' split the report's table rows
             (["bench", "--scenario", badName], "name '../up|down' must be 1 to 64 letters"),
             (["relay", "--rtt", "5ms", "--link", "x=0:127.0.0.1:0"], "--link 'x=0:127.0.0.1:0'"),
