@@ -147,6 +147,37 @@ struct FaultToleranceTests {
         }
     }
 
+    @Test("an abort decision survives a crash of the log's server: nobody repeats a first phase its driver has already aborted")
+    func abortSurvivesLogCrash() async throws {
+        // A driver outlives a crash of its log's server. Before, the abort was not waited for on disk: the crash lost it
+        // (and the first record with it), so another driver could repeat the first phase and commit while this one
+        // still sent its cancels: a split outcome. Each transaction here is refused at ServiceB (no stock there), so
+        // its last durable write is the abort; the server is crashed before its WAL writer (10 s here) runs.
+        let cluster = try await PrivateCluster.start("abort-crash", databases: ["coordinator"], crashable: true)
+        try await withCleanup {
+            let databases = (a: try await TestPostgres.shared.newDatabase("servicea"), b: try await TestPostgres.shared.newDatabase("serviceb"), coordinator: try cluster.url("coordinator"))
+            try await CoordinatorFixture.with(databases: databases, configureParticipants: Self.quickReconciler) { f in
+                _ = try await scalar(f.serviceB.database, "UPDATE products SET stock = 0, initial_stock = 0 WHERE id = 1 RETURNING 1")
+                var ids: [Mode: Int64] = [:]
+                for mode in Mode.allCases {
+                    let reply = try await f.post(TransactionRequest(mode: mode, productId: 1, quantity: 1))
+                    #expect(reply.status == 409, "\(mode): \(reply.status)")
+                    ids[mode] = try reply.decode(TransactionView.self).id
+                }
+                try cluster.crash()
+                try await cluster.restart()
+                let abortPhases: [Mode: String] = [.tcc: "cancel", .saga: "compensate", .xa: "rollback"]
+                for (mode, id) in ids {
+                    let phase = try await textValue(f.coordinatorDatabase, "SELECT phase FROM worker_events WHERE id = \(id)") ?? "lost"
+                    #expect(phase == abortPhases[mode], "\(mode) \(id): the abort decision after the crash: \(phase)")
+                }
+                try await Self.expectSettled(f, initial: (100, 0))
+            }
+        } cleanup: {
+            cluster.destroy()
+        }
+    }
+
     // MARK: Helpers
 
     /// Reconcilers that run every second and ask about a branch after two, and learn the coordinator from its calls.
@@ -168,14 +199,16 @@ struct FaultToleranceTests {
     }
 
     /// Every transaction final and every branch closed, without help, then the invariants.
-    static func expectSettled(_ f: CoordinatorFixture, sourceLocation: SourceLocation = #_sourceLocation) async throws {
+    static func expectSettled(
+        _ f: CoordinatorFixture, initial: (a: Int64, b: Int64) = (stock, stock), sourceLocation: SourceLocation = #_sourceLocation
+    ) async throws {
         try await eventually("every transaction final and every branch closed", timeout: .seconds(120)) {
             let log = try await scalar(f.coordinatorDatabase, "SELECT count(*) FROM worker_events WHERE open")
             let a = try await scalar(f.serviceA.database, "SELECT count(*) FROM open_branches")
             let b = try await scalar(f.serviceB.database, "SELECT count(*) FROM open_branches")
             return log + a + b == 0
         }
-        try await f.expectConsistent(initialA: stock, initialB: stock, sourceLocation: sourceLocation)
+        try await f.expectConsistent(initialA: initial.a, initialB: initial.b, sourceLocation: sourceLocation)
         // a branch of a transaction the log does not know (its first record lost) must have been undone
         let verifier = Verifier(
             coordinator: f.coordinatorDatabase,

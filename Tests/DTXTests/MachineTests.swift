@@ -27,7 +27,7 @@ struct MachineTests {
     static let rows: [Row] = [
         // TCC
         Row(machine: "tcc", phase: "try", outcome: .succeeded, expected: Transition(phase: "confirm_pending", status: .pending, durable: true)),
-        Row(machine: "tcc", phase: "try", outcome: refused, expected: Transition(phase: "cancel", status: .pending, error: "try at ServiceB refused: insufficient_stock")),
+        Row(machine: "tcc", phase: "try", outcome: refused, expected: Transition(phase: "cancel", status: .pending, error: "try at ServiceB refused: insufficient_stock", durable: true)),
         Row(machine: "tcc", phase: "confirm_pending", outcome: .succeeded, expected: Transition(phase: "confirm", status: .completed)),
         Row(machine: "tcc", phase: "confirm_pending", outcome: refused, expected: nil),
         Row(machine: "tcc", phase: "cancel", outcome: .succeeded, expected: Transition(phase: "cancel", status: .failed)),
@@ -37,14 +37,14 @@ struct MachineTests {
         // Saga: the step is named in the error, failed is written with the decision to compensate
         Row(machine: "saga", phase: "reserve", outcome: .succeeded, expected: Transition(phase: "confirm", status: .pending, durable: true)),
         Row(machine: "saga", phase: "reserve", outcome: refused,
-            expected: Transition(phase: "compensate", status: .failed, error: "step 2: try at ServiceB refused: insufficient_stock")),
+            expected: Transition(phase: "compensate", status: .failed, error: "step 2: try at ServiceB refused: insufficient_stock", durable: true)),
         Row(machine: "saga", phase: "confirm", outcome: .succeeded, expected: Transition(phase: "confirm", status: .completed)),
         Row(machine: "saga", phase: "confirm", outcome: refused, expected: nil),
         Row(machine: "saga", phase: "compensate", outcome: .succeeded, expected: Transition(phase: "compensate", status: .compensated)),
         Row(machine: "saga", phase: "compensate", outcome: refused, expected: nil),
         // XA
         Row(machine: "xa", phase: "prepare", outcome: .succeeded, expected: Transition(phase: "commit", status: .pending, durable: true)),
-        Row(machine: "xa", phase: "prepare", outcome: refused, expected: Transition(phase: "rollback", status: .pending, error: "try at ServiceB refused: insufficient_stock")),
+        Row(machine: "xa", phase: "prepare", outcome: refused, expected: Transition(phase: "rollback", status: .pending, error: "try at ServiceB refused: insufficient_stock", durable: true)),
         Row(machine: "xa", phase: "commit", outcome: .succeeded, expected: Transition(phase: "commit", status: .completed)),
         Row(machine: "xa", phase: "commit", outcome: refused, expected: nil),
         Row(machine: "xa", phase: "rollback", outcome: .succeeded, expected: Transition(phase: "rollback", status: .failed)),
@@ -121,12 +121,12 @@ struct MachineTests {
         #expect(XAMachine().decision(in: "rollback") == .abort)
     }
 
-    @Test("only the commit point waits for its WAL flush")
+    @Test("the decisions wait for their WAL flush (the commit point and the abort), the final writes do not")
     func durability() {
         for row in Self.rows {
             guard let transition = row.expected else { continue }
-            let isCommitPoint = row.outcome == .succeeded && ["try", "reserve", "prepare"].contains(row.phase)
-            #expect(transition.durable == isCommitPoint, "\(row.testDescription)")
+            let isDecision = ["try", "reserve", "prepare"].contains(row.phase)
+            #expect(transition.durable == isDecision, "\(row.testDescription)")
         }
     }
 }

@@ -73,9 +73,11 @@ public struct Transition: Sendable, Equatable {
     public var status: GlobalStatus
     /// Replaces the transaction's error message when set.
     public var error: String?
-    /// Only the commit point needs to be durable before the second phase: the first record and an abort may be lost
-    /// in a crash (presumed abort: such a transaction is aborted again), and a lost final write only makes recovery
-    /// drive the second phase once more (every branch call is idempotent).
+    /// A decision (the commit point or the abort) is durable before the second phase acts on it: a driver may outlive a
+    /// crash of the log's server, and a lost decision would let another driver repeat the first phase and decide the
+    /// other way while this one still sends its second phase (a split outcome). The first record may be lost (presumed
+    /// abort: nobody acted on it; the driver's next write is refused), and a lost final write only makes recovery drive
+    /// the second phase once more (every branch call is idempotent).
     public var durable: Bool
 
     public init(phase: String, status: GlobalStatus, error: String? = nil, durable: Bool = false) {

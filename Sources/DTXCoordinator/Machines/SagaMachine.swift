@@ -32,7 +32,7 @@ public struct SagaMachine: PhaseTable {
         switch (phase, outcome) {
         case (.reserving, .succeeded): Transition(phase: Phase.confirming.rawValue, status: .pending, durable: true)
         case (.reserving, .failed(let reason, let branch)):
-            Transition(phase: Phase.compensating.rawValue, status: .failed, error: "step \(branch + 1): \(reason)")
+            Transition(phase: Phase.compensating.rawValue, status: .failed, error: "step \(branch + 1): \(reason)", durable: true)
         case (.confirming, .succeeded): Transition(phase: Phase.confirming.rawValue, status: .completed)
         case (.compensating, .succeeded): Transition(phase: Phase.compensating.rawValue, status: .compensated)
         case (.confirming, .failed), (.compensating, .failed): nil

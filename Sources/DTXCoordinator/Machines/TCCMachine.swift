@@ -4,7 +4,7 @@ import DTXProtocol
 ///
 /// ```
 /// pending/try ──all tried──▶ pending/confirm_pending ──confirm+finalize everywhere──▶ completed/confirm
-///      │ (commit point: the confirm_pending write, durable)
+///      │ (commit point: the confirm_pending write, durable; the abort write is durable too)
 ///      └──a try refused or out of time──▶ pending/cancel ──cancel everywhere──▶ failed/cancel
 /// ```
 /// After the commit point nothing is cancelled: confirm and finalize are retried until they succeed.
@@ -32,7 +32,7 @@ public struct TCCMachine: PhaseTable {
     public func transition(_ phase: Phase, _ outcome: StepOutcome) -> Transition? {
         switch (phase, outcome) {
         case (.trying, .succeeded): Transition(phase: Phase.confirmPending.rawValue, status: .pending, durable: true)
-        case (.trying, .failed(let reason, _)): Transition(phase: Phase.cancelling.rawValue, status: .pending, error: reason)
+        case (.trying, .failed(let reason, _)): Transition(phase: Phase.cancelling.rawValue, status: .pending, error: reason, durable: true)
         case (.confirmPending, .succeeded): Transition(phase: Phase.confirmed.rawValue, status: .completed)
         case (.cancelling, .succeeded): Transition(phase: Phase.cancelling.rawValue, status: .failed)
         case (.confirmPending, .failed), (.cancelling, .failed), (.confirmed, _): nil  // a second phase only succeeds; confirm is final

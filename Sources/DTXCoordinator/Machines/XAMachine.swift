@@ -35,7 +35,7 @@ public struct XAMachine: PhaseTable {
     public func transition(_ phase: Phase, _ outcome: StepOutcome) -> Transition? {
         switch (phase, outcome) {
         case (.preparing, .succeeded): Transition(phase: Phase.committing.rawValue, status: .pending, durable: true)
-        case (.preparing, .failed(let reason, _)): Transition(phase: Phase.rollingBack.rawValue, status: .pending, error: reason)
+        case (.preparing, .failed(let reason, _)): Transition(phase: Phase.rollingBack.rawValue, status: .pending, error: reason, durable: true)
         case (.committing, .succeeded): Transition(phase: Phase.committing.rawValue, status: .completed)
         case (.rollingBack, .succeeded): Transition(phase: Phase.rollingBack.rawValue, status: .failed)
         case (.committing, .failed), (.rollingBack, .failed): nil

@@ -72,6 +72,16 @@ func scalar(_ url: DatabaseURL, _ query: PostgresQuery) async throws -> Int64 {
     }
 }
 
+/// A single text value from a query, nil for no row.
+func textValue(_ url: DatabaseURL, _ query: PostgresQuery) async throws -> String? {
+    try await withDatabase(url) { connection in
+        for try await value in try await connection.query(query, logger: TestPostgres.logger).decode(String.self) {
+            return value
+        }
+        return nil
+    }
+}
+
 /// Waits until `condition` holds, checking every 50 ms, failing after `timeout`.
 func eventually(
     _ what: String, timeout: Duration = .seconds(30), _ condition: @Sendable () async throws -> Bool
