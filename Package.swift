@@ -48,12 +48,14 @@ let package = Package(
                 .embedInCode("SQL/participant/008_participant_prune_takes_no_product_row.sql"),
                 .embedInCode("SQL/participant/009_participant_undo_keeps_first_phase_end.sql"),
                 .embedInCode("SQL/participant/010_participant_watermark_from_coordinated_rows.sql"),
+                .embedInCode("SQL/participant/011_participant_prune_final_rows_filtered_first.sql"),
                 .embedInCode("SQL/coordinator/001_coordinator_schema.sql"),
                 .embedInCode("SQL/coordinator/002_coordinator_log_functions.sql"),
                 .embedInCode("SQL/coordinator/003_coordinator_retention.sql"),
                 .embedInCode("SQL/coordinator/004_coordinator_log_lock_order.sql"),
                 .embedInCode("SQL/coordinator/005_coordinator_ids_from_the_clock.sql"),
                 .embedInCode("SQL/coordinator/006_coordinator_postpone_saturates.sql"),
+                .embedInCode("SQL/coordinator/007_coordinator_begin_key_pruned_meanwhile.sql"),
             ]
         ),
         // What every dtx HTTP service shares: JSON errors, bearer token, metrics, the branch HTTP client.

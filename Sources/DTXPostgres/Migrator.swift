@@ -44,6 +44,10 @@ public enum Schema: String, Sendable, CaseIterable {
                     "010_participant_watermark_from_coordinated_rows.sql",
                     PackageResources._10_participant_watermark_from_coordinated_rows_sql
                 ),
+                Migration(
+                    "011_participant_prune_final_rows_filtered_first.sql",
+                    PackageResources._11_participant_prune_final_rows_filtered_first_sql
+                ),
             ]
         case .coordinator:
             return [
@@ -53,6 +57,7 @@ public enum Schema: String, Sendable, CaseIterable {
                 Migration("004_coordinator_log_lock_order.sql", PackageResources._04_coordinator_log_lock_order_sql),
                 Migration("005_coordinator_ids_from_the_clock.sql", PackageResources._05_coordinator_ids_from_the_clock_sql),
                 Migration("006_coordinator_postpone_saturates.sql", PackageResources._06_coordinator_postpone_saturates_sql),
+                Migration("007_coordinator_begin_key_pruned_meanwhile.sql", PackageResources._07_coordinator_begin_key_pruned_meanwhile_sql),
             ]
         }
     }

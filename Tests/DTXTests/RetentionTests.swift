@@ -164,6 +164,31 @@ struct RetentionTests {
         }
     }
 
+    @Test("final branches that must stay (a first-phase end still to come) do not fill the prune's batches and stall it")
+    func finalRowsThatStayDoNotStall() async throws {
+        try await ParticipantFixture.with { p in
+            func post(_ op: BranchOperation, _ worker: Int64, notAfter: Date) async throws -> ServiceClient.Reply {
+                try await p.client.post(p.service.url + op.path, json: BranchRequest(
+                    workerEventId: worker, productId: 1, quantity: 1, notAfter: Timestamp.string(notAfter)
+                ), timeout: .seconds(5))
+            }
+            // three finished Sagas whose caller gave a first-phase end years ahead (the prune's batch is three), then one
+            // with its end already past
+            for worker: Int64 in 800...802 {
+                #expect(try await post(.sagaReserve, worker, notAfter: Date(timeIntervalSinceNow: 3 * 365 * 86400)).status == 200)
+                #expect(try await post(.sagaConfirm, worker, notAfter: Date(timeIntervalSinceNow: 3 * 365 * 86400)).status == 200)
+            }
+            #expect(try await post(.sagaReserve, 803, notAfter: Date(timeIntervalSinceNow: 1)).status == 200)
+            #expect(try await post(.sagaConfirm, 803, notAfter: Date(timeIntervalSinceNow: 1)).status == 200)
+            try await Task.sleep(for: Self.horizon + .milliseconds(1500))
+            let pass = try await Self.prune(p.database)
+            // before sql/participant/011: the three that stay were the batch, nothing was pruned and the pass ended
+            #expect(pass.pruned["transactions"] == 1, "\(pass)")
+            #expect(try await p.count("SELECT count(*) FROM transactions WHERE worker_event_id = 803") == 0)
+            #expect(try await p.count("SELECT count(*) FROM transactions WHERE worker_event_id BETWEEN 800 AND 802") == 3)
+        }
+    }
+
     @Test("a product whose row a prepared XA branch holds does not stop retention, nor retention that product")
     func pruneSkipsHeldProduct() async throws {
         try await ParticipantFixture.with { p in
