@@ -81,7 +81,8 @@ public struct Bench: Sendable {
         for scenario in options.scenarios {
             guard !modes(for: scenario).isEmpty else {
                 say("")
-                say("==> Scenario \(scenario.name) skipped: it runs \(scenario.modes?.joined(separator: ", ") ?? "no mode"), none of --modes")
+                let own = scenario.modes.map { "its modes (\($0.joined(separator: ", ")))" } ?? "the modes"
+                say("==> Scenario \(scenario.name) skipped: none of \(own) can run here (not in --modes, or pgbench missing)")
                 continue
             }
             scenarioResults.append(try await runScenario(scenario, urls: urls, cleanup: cleanup))

@@ -4,7 +4,7 @@ import ServiceLifecycle
 
 /// Pruning of what a dtx database no longer needs: at a participant the barrier and branch rows of branches final
 /// for longer than the horizon, at the coordinator the log rows of transactions finished for longer than it; in
-/// batches of a bounded number of rows, each one statement (`dtx_prune` of sql/participant/005, in force as 010, and
+/// batches of a bounded number of rows, each one statement (`dtx_prune` of sql/participant/005, in force as 011, and
 /// sql/coordinator/003, which say why no late or replayed request can be applied afterwards).
 public struct Retention: Sendable {
     public struct Configuration: Sendable {

@@ -16,9 +16,10 @@ struct ClientOptions: ParsableArguments {
         }
     }
 
-    /// Runs `body` with a client; a call that fails before any answer (nothing listening, a name that does not resolve,
-    /// no answer in time) is reported with the coordinator's URL and exit status 1.
-    func withClient<T>(_ body: (ServiceClient) async throws -> T) async throws -> T {
+    /// Runs `body` with a client; a call that fails without an answer (nothing listening, a name that does not
+    /// resolve, TLS, no answer in time) is reported with the coordinator's URL, what went wrong, and exit status 1.
+    /// `afterSending` is added when the request may have gone out before the failure.
+    func withClient<T>(afterSending: String? = nil, _ body: (ServiceClient) async throws -> T) async throws -> T {
         let client = ServiceClient(configuration: .init(token: tokenOrEnvironment(token)))
         do {
             let result = try await body(client)
@@ -26,18 +27,25 @@ struct ClientOptions: ParsableArguments {
             return result
         } catch {
             try? await client.shutdown()
-            printError("no answer from the coordinator at \(base) (\(Self.reason(error))): is it running there? (--coordinator URL)")
+            let (reason, sent) = Self.reason(error)
+            printError("cannot call the coordinator at \(base): \(reason) (--coordinator URL)" + (sent ? afterSending.map { "; \($0)" } ?? "" : ""))
             throw ExitCode(1)
         }
     }
 
-    /// AsyncHTTPClient's and NIO's errors, in words.
-    static func reason(_ error: any Error) -> String {
+    /// AsyncHTTPClient's and NIO's errors in words, and whether the request may have reached the coordinator.
+    static func reason(_ error: any Error) -> (String, sent: Bool) {
         let text = "\(error)"
-        if text.contains("Connection refused") || text.contains("errno: 111") { return "connection refused" }
-        if text.contains("deadlineExceeded") || text.contains("readTimeout") { return "it did not answer in time" }
-        if text.contains("NXDOMAIN") || text.contains("resolve") || text.contains("getaddrinfo") { return "the host name does not resolve" }
-        return text
+        if text.contains("Connection refused") || text.contains("errno: 111") { return ("connection refused: is it running there?", false) }
+        if text.contains("UnknownHost") || text.contains("NXDOMAIN") || text.contains("getaddrinfo") {
+            return ("the host name does not resolve", false)
+        }
+        if text.contains("connectTimeout") { return ("no connection within the timeout: is the host reachable?", false) }
+        if text.contains("SSL") || text.contains("TLS") || text.contains("handshake") {
+            return ("TLS failed (\(text)): does it serve https, or plain http?", false)
+        }
+        if text.contains("deadlineExceeded") || text.contains("readTimeout") { return ("no answer in time", true) }
+        return (text, true)
     }
 }
 
@@ -52,7 +60,7 @@ struct RunCommand: AsyncParsableCommand {
     @OptionGroup var client: ClientOptions
 
     func run() async throws {
-        let reply = try await client.withClient { http in
+        let reply = try await client.withClient(afterSending: "the transaction may have begun: see dtx list") { http in
             try await http.post(client.base + "/v1/transactions", json: TransactionRequest(mode: mode, productId: productId, quantity: quantity), timeout: .seconds(60))
         }
         guard let view = try? reply.decode(TransactionView.self) else {

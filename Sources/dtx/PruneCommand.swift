@@ -7,7 +7,7 @@ struct PruneCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "prune",
         abstract: "Run retention once by hand against a participant's or the coordinator's database (it tells which by its tables).",
-        discussion: "What may go and why no late request can be applied afterwards: sql/participant/005 (the rules) and 010 (the statement in force), sql/coordinator/003."
+        discussion: "What may go and why no late request can be applied afterwards: sql/participant/005 (the rules) and 011 (the statement in force), sql/coordinator/003."
     )
 
     @Option(help: "The database (or DTX_DATABASE_URL).") var databaseURL: String?

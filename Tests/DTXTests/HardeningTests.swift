@@ -154,7 +154,7 @@ struct HardeningTests {
             (["bench", "--scenario", crashTypo], "a crash kills ServiceA, ServiceB, coordinator, not 'serviceB'"),
             // a client command: what to fix, not HTTPClientError.emptyScheme or a bare "connection refused" (errno 111)
             (["run", "--mode", "tcc", "--coordinator", "notaurl"], "--coordinator 'notaurl' must be the coordinator's http(s) URL"),
-            (["list", "--coordinator", "http://127.0.0.1:1"], "no answer from the coordinator at http://127.0.0.1:1 (connection refused)"),
+            (["list", "--coordinator", "http://127.0.0.1:1"], "cannot call the coordinator at http://127.0.0.1:1: connection refused"),
             // a check made when the command runs points at the command's help, not at "Usage: dtx <subcommand>"
             (["report", "/tmp/dtx-test-no-such-folder"], "See 'dtx report --help'."),
             // before: --participant was ignored without --coordinator-database
@@ -509,6 +509,43 @@ struct HardeningTests {
                 #expect(answers.map(\.1) == [false, false])
                 #expect(answers.map(\.2) == [4, 1])
                 try await second.query("COMMIT", logger: TestPostgres.logger)
+            }
+        }
+    }
+
+    @Test("a first record whose Idempotency-Key row is pruned while the statement runs still gets its row, in item order")
+    func beginKeyPrunedMeanwhile() async throws {
+        let database = try await TestPostgres.shared.newDatabase("keypruned")
+        try await withDatabase(database) { _ = try await Migrator.migrate(.coordinator, connection: $0, logger: TestPostgres.logger) }
+        @Sendable func begin(_ connection: PostgresConnection, _ ids: [Int64], _ keys: [String]) async throws -> [(Int32, Bool, Int64)] {
+            let statement = BeginStatement(
+                items: zip(ids, keys).map { .init(id: $0, mode: "tcc", phase: "try", request: "{}", branches: "[]", idempotencyKey: $1) },
+                timeoutSeconds: 10, owner: "t", holder: 1, leaseSeconds: 20
+            )
+            var rows: [(Int32, Bool, Int64)] = []
+            for try await row in try await connection.execute(statement, logger: TestPostgres.logger) { rows.append((row.0, row.1, row.3)) }
+            return rows.sorted { $0.0 < $1.0 }
+        }
+        try await withDatabase(database) { holder in
+            try await withDatabase(database) { caller in
+                _ = try await begin(caller, [100], ["key-a"])  // an old transaction's key, committed
+                // another session writes key-b and keeps its transaction open: the call below finds key-a taken, then
+                // waits on key-b, between its two statements
+                try await holder.query("BEGIN", logger: TestPostgres.logger)
+                _ = try await begin(holder, [101], ["key-b"])
+                let call = Task { try await begin(caller, [200, 201], ["key-a", "key-b"]) }
+                try await eventually("the call waits on key-b") {
+                    try await scalar(database, "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'") == 1
+                }
+                // retention prunes key-a's row meanwhile, and the other session gives key-b up
+                _ = try await scalar(database, "WITH gone AS (DELETE FROM worker_events WHERE idempotency_key = 'key-a' RETURNING 1) SELECT count(*) FROM gone")
+                try await holder.query("ROLLBACK", logger: TestPostgres.logger)
+                // before sql/coordinator/007: key-a's item returned no row (one row for two items: the coordinator failed
+                // the whole group commit, although it was written)
+                let answers = try await call.value
+                #expect(answers.map(\.0) == [1, 2])
+                #expect(answers.map(\.1) == [true, true])
+                #expect(answers.map(\.2) == [200, 201])
             }
         }
     }
