@@ -145,15 +145,15 @@ struct BranchCaller: Sendable {
     func callWithinDeadline(_ op: BranchOperation, _ branch: inout BranchRecord, transaction: GlobalTransaction) async -> CallOutcome {
         var attempt = 0
         while true {
-            let left = transaction.deadline.timeIntervalSinceNow
-            guard left > 0 else { return .retry(branch.lastError ?? "out of time before the call") }
+            let left = transaction.firstPhaseEnds - .now
+            guard left > .zero else { return .retry(branch.lastError ?? "out of time before the call") }
             branch.countAttempt()
-            let outcome = await call(op, branch, transaction: transaction, timeout: min(branchTimeout, .milliseconds(Int64(left * 1000))))
+            let outcome = await call(op, branch, transaction: transaction, timeout: min(branchTimeout, left))
             guard case .retry(let reason) = outcome else { return outcome }
             branch.lastError = BranchRecord.note("\(op.rawValue): \(reason)")
             let wait = policy.backoff(attempt: attempt)
             attempt += 1
-            guard transaction.deadline.timeIntervalSinceNow > wait.inSeconds else { return outcome }
+            guard transaction.firstPhaseEnds - .now > wait else { return outcome }
             registry.counter("dtx_branch_retries_total", [("op", "\(op.mode.rawValue).\(op.rawValue)")]).increment()
             do {
                 try await Task.sleep(for: wait)

@@ -10,8 +10,11 @@ public struct GlobalTransaction: Sendable {
     public var phase: String
     public var errorMessage: String?
     public var branches: [BranchRecord]
-    /// End of the first phase: past it, a first phase that has not succeeded is aborted.
+    /// End of the first phase, by the log server's clock (what branch requests carry as `not_after`): past it, a first
+    /// phase that has not succeeded is aborted.
     public var deadline: Date
+    /// The same end on this process's clock, which is what the driver waits by (the two clocks may differ).
+    var firstPhaseEnds: ContinuousClock.Instant
     public var attempts: Int
     public var createdAt: Date
     /// The lease epoch this driver holds the row with: every write is conditional on it.

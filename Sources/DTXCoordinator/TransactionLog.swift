@@ -91,13 +91,14 @@ public struct TransactionLog: Sendable {
             branches: String(decoding: try WireJSON.encoder().encode(branches), as: UTF8.self), idempotencyKey: idempotencyKey
         )
         let outcome = if let begins { await begins.submit(0, item) } else { await writer.begin([item])[0] }
-        let (_, created, same, id, status, _, phase, error, _, deadline, attempts, createdAt, epoch) = try outcome.get()
+        let (_, created, same, id, status, _, phase, error, _, deadline, attempts, createdAt, epoch, left) = try outcome.get()
         guard created else { return .existing(id: id, sameRequest: same) }
         guard let status = GlobalStatus(rawValue: status) else { throw CoordinatorError.logWriteFailed("worker_event \(id) has an unknown status") }
         // the row as written: its branches are the ones just sent (not parsed back from the answer)
         return .created(GlobalTransaction(
             id: id, mode: mode, status: status, phase: phase, errorMessage: error, branches: branches, deadline: deadline,
-            attempts: Int(attempts), createdAt: createdAt, epoch: epoch, leaseValidUntil: leaseValidUntil(sent: sent)
+            firstPhaseEnds: Self.firstPhaseEnds(sent: sent, left: left), attempts: Int(attempts), createdAt: createdAt, epoch: epoch,
+            leaseValidUntil: leaseValidUntil(sent: sent)
         ))
     }
 
@@ -136,18 +137,21 @@ public struct TransactionLog: Sendable {
         let sent = ContinuousClock.now
         let rows = try await client.rows(
             """
-            SELECT id, status, mode, phase, error_message, branches, deadline_at, attempts, created_at, lease_epoch
+            SELECT id, status, mode, phase, error_message, branches, deadline_at, attempts, created_at, lease_epoch,
+                   extract(epoch FROM deadline_at - now())::float8
             FROM dtx_claim(\(owner), \(holder), \(limit), \(lease.inSeconds))
             """,
             logger: logger
         )
         var result: [GlobalTransaction] = []
         for row in rows {
-            let (id, status, mode, phase, error, branches, deadline, attempts, createdAt, epoch) = try row.decode(
-                (Int64, String, String, String, String?, String, Date, Int32, Date, Int64).self
+            let (id, status, mode, phase, error, branches, deadline, attempts, createdAt, epoch, left) = try row.decode(
+                (Int64, String, String, String, String?, String, Date, Int32, Date, Int64, Double).self
             )
             do {
-                result.append(try transaction(id, status, mode, phase, error, branches, deadline, attempts, createdAt, epoch, sent: sent))
+                result.append(try transaction(
+                    id, status, mode, phase, error, branches, deadline, attempts, createdAt, epoch, sent: sent, left: left
+                ))
             } catch {
                 // a row this version cannot read (written by hand, or by another version) must not take the rest of the
                 // claim with it, nor come back every lease: it is set aside for an hour, still open, for an operator
@@ -167,7 +171,7 @@ public struct TransactionLog: Sendable {
 
     func transaction(
         _ id: Int64, _ status: String, _ mode: String, _ phase: String, _ error: String?, _ branches: String, _ deadline: Date,
-        _ attempts: Int32, _ createdAt: Date, _ epoch: Int64, sent: ContinuousClock.Instant
+        _ attempts: Int32, _ createdAt: Date, _ epoch: Int64, sent: ContinuousClock.Instant, left: Double
     ) throws -> GlobalTransaction {
         guard let status = GlobalStatus(rawValue: status), let mode = Mode(rawValue: mode) else {
             throw CoordinatorError.logWriteFailed("worker_event \(id) has an unknown status or mode")
@@ -175,8 +179,19 @@ public struct TransactionLog: Sendable {
         return GlobalTransaction(
             id: id, mode: mode, status: status, phase: phase, errorMessage: error,
             branches: try WireJSON.decoder().decode([BranchRecord].self, from: Data(branches.utf8)),
-            deadline: deadline, attempts: Int(attempts), createdAt: createdAt, epoch: epoch, leaseValidUntil: leaseValidUntil(sent: sent)
+            deadline: deadline, firstPhaseEnds: Self.firstPhaseEnds(sent: sent, left: left), attempts: Int(attempts), createdAt: createdAt,
+            epoch: epoch, leaseValidUntil: leaseValidUntil(sent: sent)
         )
+    }
+
+    /// The first phase's end on this process's clock: `left` seconds (by the log server's clock, from when the
+    /// statement began) after `sent` (when this process sent it, which is earlier: the deadline errs short, never long).
+    /// Before, the driver compared `deadline_at` with its own wall clock: a process clock ahead of the server's by the
+    /// global timeout made every first phase "out of time" before its first call (every transaction refused), one
+    /// behind let it run past the driver's lease.
+    static func firstPhaseEnds(sent: ContinuousClock.Instant, left: Double) -> ContinuousClock.Instant {
+        guard left.isFinite else { return sent }
+        return sent + .milliseconds(Int64(max(-1e9, min(1e9, left * 1000))))
     }
 
     // MARK: Reads
@@ -187,7 +202,13 @@ public struct TransactionLog: Sendable {
 
     private func viewNow(id: Int64) async throws -> TransactionView? {
         let rows = try await client.rows("SELECT \(unescaped: Self.viewColumns) FROM worker_events WHERE id = \(id)", logger: logger)
-        return try decodeViews(rows).first
+        if let view = try decodeViews(rows).first { return view }
+        // a row this version cannot read (a mode or status of a newer version, during a rolling upgrade) is not "no row":
+        // nil is answered "it never began here", which a participant takes as an abort
+        guard rows.isEmpty else {
+            throw ProtocolError(.internalError, "worker_event \(id) has a mode or status this version does not know: ask a coordinator of its version")
+        }
+        return nil
     }
 
     /// Whether `id` is one this log may have handed out (below its next block of ids) and has not pruned (above the

@@ -32,6 +32,9 @@ public struct EmbeddedPostgres: Sendable {
         public var statementStatistics = false
         /// More `name = value` lines for postgresql.conf, written last (so they win).
         public var extraSettings: [String] = []
+        /// Environment variables for the server's processes (tests use it for libfaketime's `LD_PRELOAD` and `FAKETIME`:
+        /// a server whose clock differs from the services').
+        public var serverEnvironment: [String: String] = [:]
 
         public init(directory: String, port: Int? = nil) {
             self.directory = directory
@@ -97,7 +100,10 @@ public struct EmbeddedPostgres: Sendable {
             try self.writeSettings(port: port, runAsPostgres: runAsPostgres)
             try String(port).write(toFile: portFile, atomically: true, encoding: .utf8)
             do {
-                try self.serverCommand([binaries.pgCtl, "-D", dataDirectory, "-l", logFile, "-w", "-t", "60", "start"])
+                let environment = configuration.serverEnvironment.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }
+                try self.serverCommand(
+                    (environment.isEmpty ? [] : ["env"] + environment) + [binaries.pgCtl, "-D", dataDirectory, "-l", logFile, "-w", "-t", "60", "start"]
+                )
             } catch {
                 let log = (try? String(contentsOfFile: logFile, encoding: .utf8)) ?? ""
                 let tail = log.split(separator: "\n").suffix(5).joined(separator: "\n")

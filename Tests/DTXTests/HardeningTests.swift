@@ -266,7 +266,8 @@ struct HardeningTests {
         let transaction = GlobalTransaction(
             id: 1, mode: .tcc, status: .pending, phase: "try", errorMessage: nil,
             branches: [BranchRecord(participant: "ServiceA", productId: 1, quantity: 1, attempts: attempts)],
-            deadline: Date(timeIntervalSinceNow: deadline), attempts: 0, createdAt: Date(), epoch: 1, leaseValidUntil: .now + .seconds(120)
+            deadline: Date(timeIntervalSinceNow: deadline), firstPhaseEnds: .now + .milliseconds(Int64(deadline * 1000)), attempts: 0,
+            createdAt: Date(), epoch: 1, leaseValidUntil: .now + .seconds(120)
         )
         try await withCleanup {
             try await body(caller, transaction)
@@ -433,6 +434,33 @@ struct HardeningTests {
         }
     }
 
+    @Test("a row with a status this version does not know is never answered 'never began here' (which a participant takes as an abort)")
+    func unknownStatusIsNotUnknownTransaction() async throws {
+        // as a newer version could write it during a rolling upgrade (its CHECK relaxed here to let the row in)
+        let database = try await Self.logWithRows("newstatus", "ALTER TABLE worker_events DROP CONSTRAINT worker_events_status_check")
+        try await withDatabase(database) { connection in
+            for statement in [
+                "INSERT INTO worker_events (id, status, mode, phase, request, branches, deadline_at) VALUES (7, 'decided_later', 'tcc', 'confirm_pending', '{}', '[]', now())",
+                "UPDATE worker_event_ids SET next_id = 100, pruned_through = 0",
+            ] { try await connection.query(PostgresQuery(unsafeSQL: statement), logger: TestPostgres.logger) }
+        }
+        try await PostgresClientRunner(url: database).run { client in
+            let log = TransactionLog.forTests(client, owner: "t", holder: 1)
+            #expect(try await log.mayHaveIssued(id: 7))
+            // before, the view was nil and the route answered 404 unknown_transaction: a participant's reconciler would
+            // then have cancelled a branch of a transaction a newer coordinator had committed
+            var answer = "a view"
+            do {
+                _ = try await log.view(id: 7)
+            } catch let error as ProtocolError {
+                answer = error.code.rawValue
+            }
+            #expect(answer == "internal_error")
+            let missing = try await log.view(id: 8)
+            #expect(missing == nil)
+        }
+    }
+
     @Test("a first record that waits past the database timeout is answered 503, and the server ends it too: it is never written afterwards")
     func beginGivenUpIsNotWrittenLater() async throws {
         try await CoordinatorFixture.with(configure: { $0.timing.databaseTimeout = .milliseconds(800) }) { f in
@@ -547,6 +575,36 @@ struct HardeningTests {
                 #expect(answers.map(\.1) == [true, true])
                 #expect(answers.map(\.2) == [200, 201])
             }
+        }
+    }
+
+    /// libfaketime's library (Debian's libfaketime; .ci/run installs it), or nil.
+    static var libfaketime: String? {
+        ["x86_64", "aarch64"].map { "/usr/lib/\($0)-linux-gnu/faketime/libfaketime.so.1" }.first { FileManager.default.fileExists(atPath: $0) }
+    }
+
+    @Test("a coordinator whose clock is ahead of its PostgreSQL servers' by more than the global timeout still runs its transactions")
+    func clockAheadOfServers() async throws {
+        let faketime = try #require(Self.libfaketime, "libfaketime is needed: apt-get install libfaketime")
+        // every server 15 s behind this process (and so behind the coordinator and participants it runs)
+        let cluster = try await PrivateCluster.start("clock", databases: ["coordinator", "service_a", "service_b"]) {
+            $0.serverEnvironment = ["LD_PRELOAD": faketime, "FAKETIME": "-15", "DONT_FAKE_MONOTONIC": "1"]
+        }
+        try await withCleanup {
+            let databases = (a: try cluster.url("service_a"), b: try cluster.url("service_b"), coordinator: try cluster.url("coordinator"))
+            try await CoordinatorFixture.with(databases: databases) { f in
+                let behind = Date().timeIntervalSince1970 - Double(try await scalar(f.coordinatorDatabase, "SELECT (extract(epoch FROM now()) * 1000)::bigint")) / 1000
+                #expect(behind > 12, "the servers' clock is \(behind) s behind")
+                // before, the driver compared the log's deadline_at with its own clock: out of time before the first call,
+                // every transaction refused (409) with nothing tried
+                for mode in Mode.allCases {
+                    let reply = try await f.post(TransactionRequest(mode: mode, productId: 1, quantity: 10))
+                    #expect(reply.status == 200, "\(mode): \(reply.status) \(String(decoding: reply.body, as: UTF8.self))")
+                }
+                try await f.expectConsistent(initialA: 100, initialB: 100)
+            }
+        } cleanup: {
+            cluster.destroy()
         }
     }
 
