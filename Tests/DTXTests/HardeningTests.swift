@@ -504,17 +504,9 @@ struct HardeningTests {
 
     @Test("two group commits carrying the same Idempotency-Keys in opposite order wait for each other; neither deadlocks")
     func beginKeysInAnyOrder() async throws {
+        let begin = Self.beginRecords
         let database = try await TestPostgres.shared.newDatabase("keyorder")
         try await withDatabase(database) { _ = try await Migrator.migrate(.coordinator, connection: $0, logger: TestPostgres.logger) }
-        @Sendable func begin(_ connection: PostgresConnection, _ ids: [Int64], _ keys: [String]) async throws -> [(Int32, Bool, Int64)] {
-            let statement = BeginStatement(
-                items: zip(ids, keys).map { .init(id: $0, mode: "tcc", phase: "try", request: "{}", branches: "[]", idempotencyKey: $1) },
-                timeoutSeconds: 10, owner: "t", holder: 1, leaseSeconds: 20
-            )
-            var rows: [(Int32, Bool, Int64)] = []
-            for try await row in try await connection.execute(statement, logger: TestPostgres.logger) { rows.append((row.0, row.1, row.3)) }
-            return rows.sorted { $0.0 < $1.0 }
-        }
         try await withDatabase(database) { first in
             try await withDatabase(database) { second in
                 for connection in [first, second] {
@@ -541,19 +533,22 @@ struct HardeningTests {
         }
     }
 
+    /// First records of TCC transactions `ids` under `keys`, in one `dtx_begin_many` call: (item, created, id) per item.
+    @Sendable static func beginRecords(_ connection: PostgresConnection, _ ids: [Int64], _ keys: [String]) async throws -> [(Int32, Bool, Int64)] {
+        let statement = BeginStatement(
+            items: zip(ids, keys).map { .init(id: $0, mode: "tcc", phase: "try", request: "{}", branches: "[]", idempotencyKey: $1) },
+            timeoutSeconds: 10, owner: "t", holder: 1, leaseSeconds: 20
+        )
+        var rows: [(Int32, Bool, Int64)] = []
+        for try await row in try await connection.execute(statement, logger: TestPostgres.logger) { rows.append((row.0, row.1, row.3)) }
+        return rows.sorted { $0.0 < $1.0 }
+    }
+
     @Test("a first record whose Idempotency-Key row is pruned while the statement runs still gets its row, in item order")
     func beginKeyPrunedMeanwhile() async throws {
+        let begin = Self.beginRecords
         let database = try await TestPostgres.shared.newDatabase("keypruned")
         try await withDatabase(database) { _ = try await Migrator.migrate(.coordinator, connection: $0, logger: TestPostgres.logger) }
-        @Sendable func begin(_ connection: PostgresConnection, _ ids: [Int64], _ keys: [String]) async throws -> [(Int32, Bool, Int64)] {
-            let statement = BeginStatement(
-                items: zip(ids, keys).map { .init(id: $0, mode: "tcc", phase: "try", request: "{}", branches: "[]", idempotencyKey: $1) },
-                timeoutSeconds: 10, owner: "t", holder: 1, leaseSeconds: 20
-            )
-            var rows: [(Int32, Bool, Int64)] = []
-            for try await row in try await connection.execute(statement, logger: TestPostgres.logger) { rows.append((row.0, row.1, row.3)) }
-            return rows.sorted { $0.0 < $1.0 }
-        }
         try await withDatabase(database) { holder in
             try await withDatabase(database) { caller in
                 _ = try await begin(caller, [100], ["key-a"])  // an old transaction's key, committed
