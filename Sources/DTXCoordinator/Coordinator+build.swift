@@ -110,7 +110,7 @@ public func buildCoordinator(
 
         let application = Application(
             router: router,
-            server: .http1(configuration: .init(idleTimeout: ServerSettings.idleTimeout)),
+            server: .http1(configuration: ServerSettings.http1),
             configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "dtx-coordinator"),
             // shut down in reverse order (after the HTTP server): the recovery loop stops before the client it calls with
             services: [holderLock, postgres, ServiceClientLifecycle(client: client), recovery, retention],

@@ -104,7 +104,7 @@ public func buildParticipant(
 
     let application = Application(
         router: router,
-        server: .http1(configuration: .init(idleTimeout: ServerSettings.idleTimeout)),
+        server: .http1(configuration: ServerSettings.http1),
         configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: configuration.name),
         // shut down in reverse order (after the HTTP server): the reconciler stops before the client it asks with
         services: [postgres, ServiceClientLifecycle(client: client), reconciler, retention],

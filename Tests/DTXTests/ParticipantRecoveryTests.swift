@@ -180,6 +180,19 @@ struct ParticipantRecoveryTests {
             let tooLarge = try await p.client.raw("POST", p.service.url + "/tcc/try", body: Data(big.utf8), headers: json)
             #expect(tooLarge.status == 413)
             #expect(tooLarge.error?.code == .bodyTooLarge)
+            // headers over the parser's limit: a JSON error too (before, an empty 400), and the service goes on answering
+            // (with curl: AsyncHTTPClient traps on an answer that comes before it has sent the whole head)
+            let headerFile = "/tmp/dtx-test-\(getpid())-big-header"
+            try "x-padding: \(String(repeating: "y", count: 100_000))\n".write(toFile: headerFile, atomically: true, encoding: .utf8)
+            let curl = try Command.run([
+                "curl", "-s", "-H", "@\(headerFile)", "-H", "content-type: application/json",
+                "--data", #"{"worker_event_id": 1, "product_id": 1, "quantity": 1}"#, "-w", "\n%{http_code}", p.service.url + "/tcc/try",
+            ])
+            let lines = curl.split(separator: "\n")
+            #expect(lines.last == "400", "\(curl.prefix(300))")
+            let problem = try? WireJSON.decoder().decode(ErrorBody.self, from: Data((lines.first ?? "").utf8))
+            #expect(problem?.error.code == .badRequest && problem?.error.message.contains("80 KiB") == true, "\(curl.prefix(300))")
+            #expect(try await p.client.get(p.service.url + "/health", timeout: .seconds(5)).status == 200)
             #expect(try await p.snapshot() == before)
         }
     }
