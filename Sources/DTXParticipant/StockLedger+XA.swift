@@ -28,7 +28,7 @@ extension StockLedger {
             )
         }
         let gid = self.gid(request)
-        return try await client.withConnection { connection in
+        return try await client.withConnectionClosedOnCancel { connection in
             try await connection.query("BEGIN", logger: logger)
             do {
                 let rows = try await connection.execute(

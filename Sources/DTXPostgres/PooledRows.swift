@@ -2,6 +2,24 @@ import Logging
 import PostgresNIO
 
 extension PostgresClient {
+    /// `withConnection`, except that a caller cancelled while it holds the connection (its `withDeadline` passed, or the
+    /// service is stopping) closes that connection. A statement waiting for its answer does not end on cancellation,
+    /// and the pool takes back a leased connection only when the statement ends or the connection closes: with a server
+    /// that went silent (a network that drops packets, a failover that sends no reset; PostgresNIO sets no TCP
+    /// keepalive) neither happens, and every call that timed out kept its connection until the whole pool was held and
+    /// the service answered 503 for good (seen with the backends stopped by SIGSTOP). Closed, the connection is replaced.
+    /// Closing aborts an open transaction (an XA prepare's, before its PREPARE TRANSACTION); a statement the server
+    /// already has finishes or rolls back there, as with any lost client.
+    public func withConnectionClosedOnCancel<Result: Sendable>(_ body: (PostgresConnection) async throws -> Result) async throws -> Result {
+        try await withConnection { connection in
+            try await withTaskCancellationHandler {
+                try await body(connection)
+            } onCancel: {
+                connection.close().whenComplete { _ in }
+            }
+        }
+    }
+
     /// Every row of `query`, read to its end on a connection leased for exactly that long.
     ///
     /// The services use this instead of `PostgresClient.query` and `execute`, whose lease is given back when the
@@ -12,7 +30,7 @@ extension PostgresClient {
     /// a few minutes and every later operation waited for a connection (seen in the exhaustion scenario). Here the lease
     /// ends with `withConnection`, whatever the stream does.
     public func rows(_ query: PostgresQuery, logger: Logger) async throws -> [PostgresRow] {
-        try await withConnection { connection in
+        try await withConnectionClosedOnCancel { connection in
             var rows: [PostgresRow] = []
             for try await row in try await connection.query(query, logger: logger) { rows.append(row) }
             return rows
@@ -22,7 +40,7 @@ extension PostgresClient {
     /// Every row of a prepared statement, read to its end on a connection leased for exactly that long (see above).
     public func rows<Statement: PostgresPreparedStatement>(_ statement: Statement, logger: Logger) async throws -> [Statement.Row]
     where Statement.Row: Sendable {
-        try await withConnection { connection in
+        try await withConnectionClosedOnCancel { connection in
             var rows: [Statement.Row] = []
             for try await row in try await connection.execute(statement, logger: logger) { rows.append(row) }
             return rows

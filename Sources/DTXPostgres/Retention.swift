@@ -110,7 +110,7 @@ public struct RetentionJob: Service {
                 do {
                     // bounded: a pass that hung on a lost database call would end retention for good (see withDeadline)
                     let pass = try await withDeadline(retention.configuration.passTimeout) { [client, retention] in
-                        try await client.withConnection { try await retention.prune($0) }
+                        try await client.withConnectionClosedOnCancel { try await retention.prune($0) }
                     }
                     onPass(pass)
                     if pass.pruned.values.contains(where: { $0 > 0 }) {

@@ -9,6 +9,10 @@ import NIOPosix
 import Synchronization
 import Testing
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 @Suite("Participant: restarts, reconciler, bad input")
 struct ParticipantRecoveryTests {
     @Test("a prepared transaction survives a participant restart, then commits or rolls back")
@@ -194,6 +198,41 @@ struct ParticipantRecoveryTests {
             #expect(problem?.error.code == .badRequest && problem?.error.message.contains("80 KiB") == true, "\(curl.prefix(300))")
             #expect(try await p.client.get(p.service.url + "/health", timeout: .seconds(5)).status == 200)
             #expect(try await p.snapshot() == before)
+        }
+    }
+
+    @Test("connections whose server went silent are closed at the call's deadline and replaced: the pool is not lost")
+    func silentConnectionsReplaced() async throws {
+        try await ParticipantFixture.with(configure: { $0.maxDatabaseConnections = 2; $0.operationTimeout = .seconds(2); $0.lockTimeout = .seconds(1) }) { p in
+            // both pooled connections in use once, then their server processes stopped: as a network that drops
+            // everything, or a failover that sends no reset, looks to the service
+            async let first = p.call(.sagaReserve, 91)
+            async let second = p.call(.sagaReserve, 92)
+            _ = try await (first, second)
+            let pids = try await withDatabase(p.database) { connection in
+                var pids: [Int32] = []
+                for try await pid in try await connection.query(
+                    "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend'",
+                    logger: TestPostgres.logger
+                ).decode(Int32.self) { pids.append(pid) }
+                return pids
+            }
+            #expect(!pids.isEmpty)
+            try await withCleanup {
+                for pid in pids { kill(pid, SIGSTOP) }
+                // each call waits out its deadline on a silent connection (503)...
+                async let a = p.call(.sagaReserve, 93)
+                async let b = p.call(.sagaReserve, 94)
+                let (stalledA, stalledB) = try await (a, b)
+                #expect(stalledA.status == 503 && stalledB.status == 503, "\(stalledA.status) \(stalledB.status)")
+                // ...and gives it up: new connections answer (before, both stayed leased, and every call was 503 until the
+                // stopped processes ran again)
+                try await eventually("a call on a new connection succeeds", timeout: .seconds(30)) {
+                    try await p.call(.sagaReserve, 95).status == 200
+                }
+            } cleanup: {
+                for pid in pids { kill(pid, SIGCONT) }
+            }
         }
     }
 
