@@ -222,7 +222,7 @@ struct CoordinatorRoutes: Sendable {
         // built only for a line that is logged (setting it on the logger would format it on every request)
         let id = transaction.id
         @Sendable func metadata(_ error: any Error) -> Logger.Metadata {
-            ["dtx.worker_event_id": "\(id)", "dtx.mode": "\(body.mode.rawValue)", "dtx.error": "\(error)"]
+            ["dtx.worker_event_id": "\(id)", "dtx.mode": "\(body.mode.rawValue)", "dtx.error": "\(error.logDescription)"]
         }
 
         // From here on the transaction is logged: whatever happens, the answer carries its id (202 when not final).

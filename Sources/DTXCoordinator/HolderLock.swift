@@ -80,7 +80,7 @@ public struct HolderLock: Service {
                 } catch {
                     // a connection that did not get the lock is closed, not left open in the server
                     if let new { try? await new.close() }
-                    logger.warning("cannot take this coordinator's liveness lock yet", metadata: ["dtx.error": "\(error)"])
+                    logger.warning("cannot take this coordinator's liveness lock yet", metadata: ["dtx.error": "\(error.logDescription)"])
                     try? await Task.sleep(for: .seconds(1))
                 }
             }

@@ -30,7 +30,7 @@ public struct RecoveryLoop: Service {
         do {
             claimed = try await log.claim(limit: batch)
         } catch {
-            logger.warning("recovery could not claim work", metadata: ["dtx.error": "\(error)"])
+            logger.warning("recovery could not claim work", metadata: ["dtx.error": "\(error.logDescription)"])
             return 0
         }
         guard !claimed.isEmpty else { return 0 }
@@ -48,7 +48,7 @@ public struct RecoveryLoop: Service {
                     } catch {
                         registry.counter("dtx_recovery_actions_total", [("action", "error")]).increment()
                         logger.warning("recovery stopped on a transaction", metadata: [
-                            "dtx.worker_event_id": "\(transaction.id)", "dtx.error": "\(error)",
+                            "dtx.worker_event_id": "\(transaction.id)", "dtx.error": "\(error.logDescription)",
                         ])
                     }
                 }

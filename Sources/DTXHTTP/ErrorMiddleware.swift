@@ -70,7 +70,7 @@ public struct ErrorMiddleware: RouterMiddleware {
         } catch let error as any HTTPResponseError {
             return self.response(self.protocolError(status: error.status, message: nil, request: request), request: request)
         } catch where error.isDatabaseFailure {
-            context.logger.warning("request failed on the database", metadata: ["dtx.error": "\(error)"])
+            context.logger.warning("request failed on the database", metadata: ["dtx.error": "\(error.logDescription)"])
             return .error(ProtocolError(.databaseUnavailable, "the database failed or did not answer: retry (\(error.postgresMessage))"))
         } catch {
             context.logger.error("request failed", metadata: ["dtx.error": "\(String(reflecting: error))"])

@@ -51,7 +51,7 @@ public final class KnownCoordinators: Sendable {
             }
         } catch {
             recorded.withLock { _ = $0.removeValue(forKey: url) }
-            logger.warning("could not record a coordinator's URL", metadata: ["dtx.url": "\(url)", "dtx.error": "\(error)"])
+            logger.warning("could not record a coordinator's URL", metadata: ["dtx.url": "\(url)", "dtx.error": "\(error.logDescription)"])
         }
     }
 
@@ -71,7 +71,7 @@ public final class KnownCoordinators: Sendable {
                     .map { try $0.decode(String.self) }
             }
         } catch {
-            logger.warning("could not read the known coordinators", metadata: ["dtx.error": "\(error)"])
+            logger.warning("could not read the known coordinators", metadata: ["dtx.error": "\(error.logDescription)"])
             return []
         }
     }

@@ -187,7 +187,7 @@ struct ParticipantRoutes: Sendable {
         } catch let error as ProtocolError {
             self.count(op, outcome: error.code.rawValue)
             if error.httpStatus >= 500 {
-                logger.warning("branch operation failed", metadata: metadata("dtx.error", "\(error)"))
+                logger.warning("branch operation failed", metadata: metadata("dtx.error", "\(error.logDescription)"))
             } else {
                 logger.debug("branch operation refused", metadata: metadata("dtx.error", "\(error)"))
             }

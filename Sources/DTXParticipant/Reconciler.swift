@@ -211,7 +211,7 @@ public struct Reconciler: Service {
 
     private func failed(_ what: String, _ error: any Error, _ report: inout Report) {
         report.errors += 1
-        logger.warning("reconciler could not resolve a branch: next run tries again", metadata: ["dtx.what": "\(what)", "dtx.error": "\(error)"])
+        logger.warning("reconciler could not resolve a branch: next run tries again", metadata: ["dtx.what": "\(what)", "dtx.error": "\(error.logDescription)"])
     }
 
     /// The coordinators' decision for a global transaction, asking each candidate until one knows; nil when none has

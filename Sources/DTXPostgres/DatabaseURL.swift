@@ -197,11 +197,26 @@ public struct DatabaseURL: Sendable, Hashable, CustomStringConvertible {
     }
 }
 
-/// A connection URL that could not be used; `description` is a one-line message for the user.
+/// A connection URL that could not be used; `description` is a one-line message for the user. The URL is kept with
+/// its password masked: the message goes to stderr and the journal, also for a URL given in the environment to keep
+/// the password out of sight.
 public struct DatabaseURLError: Error, CustomStringConvertible, Sendable {
     public var url: String
     public var reason: String
     public var description: String { "bad database URL '\(url)': \(reason)" }
+
+    public init(url: String, reason: String) {
+        self.url = Self.masked(url)
+        self.reason = reason
+    }
+
+    /// `url` with whatever stands between the user name's ':' and the last '@' of its authority replaced by `***`.
+    static func masked(_ url: String) -> String {
+        let start = url.range(of: "://")?.upperBound ?? url.startIndex
+        let authorityEnd = url[start...].firstIndex { $0 == "/" || $0 == "?" } ?? url.endIndex
+        guard let at = url[start..<authorityEnd].lastIndex(of: "@"), let colon = url[start..<at].firstIndex(of: ":") else { return url }
+        return String(url[..<url.index(after: colon)]) + "***" + String(url[at...])
+    }
 }
 
 extension DatabaseURL {

@@ -117,7 +117,7 @@ public struct RetentionJob: Service {
                         logger.info("retention pruned rows", metadata: ["dtx.pruned": "\(pass.pruned)"])
                     }
                 } catch {
-                    logger.warning("retention pass failed: the next one tries again", metadata: ["dtx.error": "\(error)"])
+                    logger.warning("retention pass failed: the next one tries again", metadata: ["dtx.error": "\(error.logDescription)"])
                 }
             }
         }

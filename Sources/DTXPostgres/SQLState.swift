@@ -50,6 +50,17 @@ extension Error {
         }
         return "\(self)"
     }
+
+    /// For log lines: the server's message with its SQLSTATE, or the client-side failure with its cause. PSQLError's
+    /// own description is a fixed text ("Generic description to prevent accidental leakage of sensitive data"), which
+    /// told an operator nothing: a missing permission, too many connections and a failed login all read the same.
+    public var logDescription: String {
+        guard let error = self as? PSQLError else { return "\(self)" }
+        if let message = error.serverInfo?[.message] {
+            return message + (error.serverInfo?[.sqlState].map { " (SQLSTATE \($0))" } ?? "")
+        }
+        return "\(error.code)" + (error.underlying.map { ": \($0)" } ?? "")
+    }
 }
 
 extension PostgresConnection {

@@ -125,6 +125,15 @@ struct FoundationTests {
             #expect(throws: DatabaseURLError.self) { try DatabaseURL(bad) }
             do { _ = try DatabaseURL(bad) } catch { #expect("\(error)".contains(reason), "\(bad): \(error)") ; #expect(!"\(error)".contains("\n")) }
         }
+        // a refused URL is shown without its password (before, it went to stderr and the journal as given)
+        for bad in ["postgres://app:S3cret@db:5432/dtx?sslmode=verify-full", "postgres://app:S3c@ret@db:99999/dtx", "postgres://app:S3cret@db/"] {
+            do {
+                _ = try DatabaseURL(bad)
+                Issue.record("\(bad) accepted")
+            } catch {
+                #expect(!"\(error)".contains("S3c") && "\(error)".contains("app:***@db"), "\(error)")
+            }
+        }
     }
 
     @Test("every session dtx opens commits durably, even on a database whose default is synchronous_commit = off")
@@ -148,6 +157,18 @@ struct FoundationTests {
         let run = Task { await client.run() }
         #expect(try await client.withConnection { try await setting($0) } == "on")
         run.cancel()
+    }
+
+    @Test("log lines name the server's error and its SQLSTATE, not PSQLError's fixed text")
+    func logDescription() async throws {
+        let database = try await TestPostgres.shared.newDatabase("logtext")
+        do {
+            _ = try await withDatabase(database) { try await $0.query("SELECT * FROM no_such_table", logger: TestPostgres.logger).count() }
+            Issue.record("the query succeeded")
+        } catch {
+            #expect("\(error)".contains("Generic description"))  // what the log lines showed before
+            #expect(error.logDescription.contains("no_such_table") && error.logDescription.contains("SQLSTATE 42P01"), "\(error.logDescription)")
+        }
     }
 
     @Test("an unreachable server gets a one-line message")
