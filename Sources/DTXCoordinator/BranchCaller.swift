@@ -170,6 +170,9 @@ struct BranchCaller: Sendable {
     func callUntilDone(
         _ op: BranchOperation, _ branch: inout BranchRecord, transaction: GlobalTransaction, until: ContinuousClock.Instant, thenFinalize: Bool = false
     ) async throws -> BranchResponse {
+        // a participant this coordinator was not started with (removed from --participant while transactions still
+        // name it) cannot answer however often it is called: the transaction waits for an operator, not in a retry loop
+        guard participants[branch.participant] != nil else { throw UnknownParticipant(name: branch.participant) }
         var attempt = 0
         while true {
             guard ContinuousClock.now < until else { throw Postponed() }
@@ -196,6 +199,13 @@ struct BranchCaller: Sendable {
 
 /// The second phase could not finish in the time given: the recovery loop goes on with it.
 struct Postponed: Error {}
+
+/// A second phase names a participant this coordinator has no URL for.
+struct UnknownParticipant: Error {
+    var name: String
+    /// How long such a transaction is set aside before it is tried again (with the same flags, it fails again).
+    static let setAside: Duration = .seconds(600)
+}
 
 /// The URL this coordinator tells participants to ask it at: given (`--advertise-url`), or made from the address it
 /// serves on once it is bound (the port may be chosen by the system).

@@ -33,8 +33,26 @@ public func buildCoordinator(
     var logger = logger
     logger[metadataKey: "dtx.coordinator"] = "\(instanceID)"
 
-    _ = try await configuration.databaseURL.withConnection(logger: logger) { connection in
+    let unknown = try await configuration.databaseURL.withConnection(logger: logger) { connection in
         try await Migrator.migrate(.coordinator, connection: connection, logger: logger)
+        // participants that open transactions name and this coordinator was not started with: said once, at start
+        var names: [String] = []
+        let rows = try await connection.query(
+            """
+            SELECT DISTINCT b->>'participant' FROM worker_events,
+                jsonb_array_elements(CASE jsonb_typeof(branches) WHEN 'array' THEN branches ELSE '[]' END) b
+            WHERE open
+            """, logger: logger
+        )
+        for try await name in rows.decode(String?.self) {
+            if let name, !configuration.participants.contains(where: { $0.name == name }) { names.append(name) }
+        }
+        return names.sorted()
+    }
+    if !unknown.isEmpty {
+        logger.error("open transactions name participants this coordinator was not started with: they wait until it is", metadata: [
+            "dtx.participants": "\(unknown.joined(separator: ", "))", "dtx.fix": "add --participant NAME=URL for each",
+        ])
     }
     let holderLock = try await HolderLock.acquire(configuration.databaseURL, logger: logger)
     // from here on a failure lets the liveness lock go: held, it would make other coordinators wait out this one's lease

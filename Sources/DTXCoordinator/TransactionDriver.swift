@@ -39,6 +39,14 @@ struct TransactionDriver: Sendable {
                 }
                 try await move(&transaction, transition)
             }
+        } catch let unknown as UnknownParticipant {
+            try await log.postpone(transaction, delay: UnknownParticipant.setAside)
+            transaction.nextRetryAt = Date() + UnknownParticipant.setAside.inSeconds
+            logger.error("a transaction names a participant this coordinator does not know: set aside for 10 minutes", metadata: [
+                "dtx.worker_event_id": "\(transaction.id)", "dtx.phase": "\(transaction.phase)",
+                "dtx.participant": "\(unknown.name)", "dtx.fix": "start the coordinator with --participant \(unknown.name)=URL",
+            ])
+            return transaction
         } catch is Postponed {
             let delay = caller.policy.backoff(attempt: transaction.attempts)
             try await log.postpone(transaction, delay: delay)
@@ -182,7 +190,8 @@ struct TransactionDriver: Sendable {
     func secondPhase(_ steps: [BranchStep], _ order: BranchOrder, _ transaction: inout GlobalTransaction, until: ContinuousClock.Instant) async throws {
         let snapshot = transaction
         let states = steps.map(\.reaches)
-        @Sendable func advance(_ branch: BranchRecord) async -> (BranchRecord, Bool) {
+        /// The branch as far as it got, and why it stopped short (nil: every step reached).
+        @Sendable func advance(_ branch: BranchRecord) async -> (BranchRecord, (any Error)?) {
             var branch = branch
             do {
                 var left = steps.filter { !Self.reached(branch.state, $0.reaches, among: states) }[...]
@@ -202,33 +211,35 @@ struct TransactionDriver: Sendable {
                     }
                     branch.lastError = nil
                 }
-                return (branch, true)
+                return (branch, nil)
             } catch {
-                return (branch, false)
+                return (branch, error)
             }
+        }
+        /// What stopped the phase short: a participant nobody can call sets the transaction aside; anything else
+        /// postpones it.
+        func stopped(_ errors: [any Error]) -> any Error {
+            errors.first { $0 is UnknownParticipant } ?? Postponed()
         }
         switch order {
         case .concurrent:
-            let results = await withTaskGroup(of: (Int, BranchRecord, Bool).self) { group in
+            let results = await withTaskGroup(of: (Int, BranchRecord, (any Error)?).self) { group in
                 for (index, branch) in snapshot.branches.enumerated() {
                     group.addTask {
-                        let (branch, done) = await advance(branch)
-                        return (index, branch, done)
+                        let (branch, error) = await advance(branch)
+                        return (index, branch, error)
                     }
                 }
-                return await group.reduce(into: [(Int, BranchRecord, Bool)]()) { $0.append($1) }
+                return await group.reduce(into: [(Int, BranchRecord, (any Error)?)]()) { $0.append($1) }
             }
-            var allDone = true
-            for (index, branch, done) in results {
-                transaction.branches[index] = branch
-                allDone = allDone && done
-            }
-            if !allDone { throw Postponed() }
+            for (index, branch, _) in results { transaction.branches[index] = branch }
+            let errors = results.compactMap(\.2)
+            if !errors.isEmpty { throw stopped(errors) }
         case .inOrder, .reverse, .lockOrder:
             for index in order.indices(snapshot.branches) {
-                let (branch, done) = await advance(transaction.branches[index])
+                let (branch, error) = await advance(transaction.branches[index])
                 transaction.branches[index] = branch
-                if !done { throw Postponed() }
+                if let error { throw stopped([error]) }
             }
         }
     }

@@ -461,6 +461,27 @@ struct HardeningTests {
         }
     }
 
+    @Test("a transaction naming a participant the coordinator was not started with is set aside for an operator, not retried in a loop")
+    func unknownParticipantSetAside() async throws {
+        try await CoordinatorFixture.with { f in
+            // as after a restart with ServiceZ taken out of --participant while this cancel was still to be sent
+            _ = try await scalar(f.coordinatorDatabase, """
+                WITH row AS (
+                    INSERT INTO worker_events (id, status, mode, phase, request, branches, deadline_at)
+                    VALUES (5, 'pending', 'tcc', 'cancel', '{}', '[{"participant": "ServiceZ", "product_id": 1, "quantity": 1, "state": "pending", "attempts": 0}]', now())
+                    RETURNING 1)
+                SELECT count(*) FROM row
+                """)
+            try await eventually("recovery took it and set it aside") {
+                try await scalar(f.coordinatorDatabase, "SELECT count(*) FROM worker_events WHERE id = 5 AND next_retry_at > now() + interval '9 minutes'") == 1
+            }
+            // before, it was called again after every backoff (about 50 error lines a minute for this one transaction)
+            try await Task.sleep(for: .seconds(1))
+            #expect(try await scalar(f.coordinatorDatabase, "SELECT attempts FROM worker_events WHERE id = 5") == 1)
+            #expect(try await scalar(f.coordinatorDatabase, "SELECT count(*) FROM worker_events WHERE id = 5 AND open") == 1)
+        }
+    }
+
     @Test("a first record that waits past the database timeout is answered 503, and the server ends it too: it is never written afterwards")
     func beginGivenUpIsNotWrittenLater() async throws {
         try await CoordinatorFixture.with(configure: { $0.timing.databaseTimeout = .milliseconds(800) }) { f in
