@@ -24,7 +24,7 @@ extension StockLedger {
             throw ProtocolError(
                 .xaUnavailable,
                 "XA is not available at \(service): its PostgreSQL server has max_prepared_transactions = 0 (nothing was prepared); "
-                    + "set it above 0 (e.g. 100) and restart that server, or use TCC or Saga"
+                    + "set it above 0 (e.g. 100), restart that server and then this participant (it reads the setting at start), or use TCC or Saga"
             )
         }
         let gid = self.gid(request)

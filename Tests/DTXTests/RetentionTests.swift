@@ -181,8 +181,13 @@ struct RetentionTests {
             // (3 s: time enough for the call on a loaded machine; the prune's cutoff, 2 s before it, is past it by then)
             #expect(try await post(.sagaReserve, 803, notAfter: Date(timeIntervalSinceNow: 3)).status == 200)
             #expect(try await post(.sagaConfirm, 803, notAfter: Date(timeIntervalSinceNow: 3)).status == 200)
+            // quantities of earlier passes, as a previous version left them: a row per product per batch
+            _ = try await p.count("WITH added AS (INSERT INTO pruned_quantities (product_id, quantity) VALUES (1, 5), (1, 7) RETURNING 1) SELECT count(*) FROM added")
             try await Task.sleep(for: Self.horizon + .milliseconds(3500))
             let pass = try await Self.prune(p.database)
+            // folded to one row per product, the sum kept (803's committed 1 among it); before, rows only ever added up
+            #expect(try await p.count("SELECT count(*) FROM pruned_quantities WHERE product_id = 1") == 1)
+            #expect(try await p.count("SELECT sum(quantity)::bigint FROM pruned_quantities WHERE product_id = 1") == 13)
             // before sql/participant/011: the three that stay were the batch, nothing was pruned and the pass ended
             #expect(pass.pruned["transactions"] == 1, "\(pass)")
             #expect(try await p.count("SELECT count(*) FROM transactions WHERE worker_event_id = 803") == 0)

@@ -7,6 +7,8 @@
 -- whose barrier row carries a first-phase end (not_after) still to come. p_limit such rows at the head (a caller's
 -- not_after years ahead, say) filled every batch: each pass pruned nothing and ended, and nothing behind them was
 -- ever pruned. The same conditions now apply before the LIMIT; what is pruned, and the watermark, are unchanged.
+-- And each pass folds pruned_quantities to one row per product (each batch added one per product it counted, and
+-- nothing removed them: the table grew with the traffic). The sums, which `dtx verify` reads, are unchanged.
 
 CREATE OR REPLACE FUNCTION dtx_prune(p_horizon_seconds double precision, p_limit bigint, p_dry_run boolean)
 RETURNS TABLE (branches bigint, barrier_rows bigint, transaction_rows bigint, watermark bigint)
@@ -67,5 +69,16 @@ BEGIN
            (SELECT count(*) FROM barrier b JOIN prunable p ON b.gid = p.gid AND b.branch_id = p.branch_id),
            (SELECT count(*) FROM transactions t JOIN prunable p ON t.worker_event_id = p.gid AND t.product_id = p.branch_id),
            coalesce((SELECT max(m.pruned_gid_watermark) FROM marked m), (SELECT r.pruned_gid_watermark FROM retention_state r));
+    -- one row per product in pruned_quantities: each batch adds one per product it counted, and nothing else removed
+    -- them, so the table grew with the traffic retention was there to drop (new in 011)
+    IF NOT p_dry_run THEN
+        WITH gone AS (
+            DELETE FROM pruned_quantities q
+            WHERE q.product_id IN (SELECT p.product_id FROM pruned_quantities p GROUP BY p.product_id HAVING count(*) > 1)
+            RETURNING q.product_id, q.quantity
+        )
+        INSERT INTO pruned_quantities (product_id, quantity)
+        SELECT g.product_id, sum(g.quantity) FROM gone g GROUP BY g.product_id;
+    END IF;
 END;
 $$;
