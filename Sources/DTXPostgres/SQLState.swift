@@ -78,13 +78,13 @@ extension PostgresConnection {
         do {
             result = try await body(self)
         } catch {
-            try? await self.query("ROLLBACK", logger: logger)
+            _ = try? await self.query("ROLLBACK", logger: logger)
             throw error
         }
         do {
             try await self.query("COMMIT", logger: logger)
         } catch {
-            try? await self.query("ROLLBACK", logger: logger)
+            _ = try? await self.query("ROLLBACK", logger: logger)
             throw error
         }
         return result
