@@ -115,7 +115,7 @@ struct CellRun: Sendable {
     /// they took is taken for good (no atomicity), so they are marked `confirm`, which is what they are.
     func settleDirectRows() async throws {
         for participant in verifier.participants {
-            try await participant.database.withConnection(logger: logger) { connection in
+            _ = try await participant.database.withConnection(logger: logger) { connection in
                 try await connection.query(
                     "UPDATE transactions SET status = 'confirm' WHERE status = 'try' AND worker_event_id >= \(Verifier.baselineIDs)",
                     logger: logger
