@@ -264,19 +264,24 @@ public struct TransactionLog: Sendable {
             unsafeSQL: "SELECT \(Self.viewColumns) FROM worker_events \(filter) ORDER BY id DESC LIMIT $\(bindings.count)",
             binds: bindings
         )
-        var views = try decodeViews(try await client.rows(query, logger: logger))
+        let rows = try await client.rows(query, logger: logger)
+        var views = try decodeViews(rows)
         var next: String?
-        if views.count > limit {
-            views.removeLast()
-            next = views.last.map { "\($0.id)" }
+        // the page ends at the limit-th row fetched, whether or not this version could read it: counting only the rows
+        // it read, a row it cannot read (a newer version's status) ended the paging there, every older row out of reach
+        if rows.count > limit {
+            let last = try rows[limit - 1].makeRandomAccess()["id"].decode(Int64.self)
+            views.removeAll { $0.id < last }
+            next = "\(last)"
         }
         return TransactionList(transactions: views, next: next)
     }
 
+    /// (A time written by hand as 'infinity' has no `to_char`: it is shown as PostgreSQL writes it, not a failed page.)
     static let viewColumns = """
         id, mode, status, phase, error_message, branches::text, attempts,
-        to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
-        to_char(updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
+        coalesce(to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'), created_at::text),
+        coalesce(to_char(updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'), updated_at::text),
         CASE WHEN open THEN to_char(next_retry_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') END
         """
 

@@ -104,7 +104,13 @@ public enum WireJSON {
     /// Decodes `data`, turning a decoding failure into a `badRequest` that names the field. An object that names a key
     /// twice is refused: JSONDecoder keeps the first value, most other readers (a proxy, a validator in front) the last,
     /// so `{"quantity": 1000000, "quantity": 1}` would be one request to them and another to dtx.
+    /// Only UTF-8 (RFC 8259 for JSON between systems): JSONDecoder also reads UTF-16 and UTF-32, which the byte scan for
+    /// repeated keys cannot follow, so `{"quantity": 1000000, "quantity": 1}` in UTF-16 got past it. Valid UTF-8 JSON has
+    /// no NUL byte and no UTF-16 byte-order mark.
     public static func decode<T: Decodable>(_ type: T.Type, from data: Data) throws(ProtocolError) -> T {
+        if data.contains(0) || data.starts(with: [0xFE, 0xFF]) || data.starts(with: [0xFF, 0xFE]) {
+            throw .badRequest("the body must be JSON in UTF-8")
+        }
         if let key = DuplicateKeys.first(in: data) { throw .badRequest("field '\(key)' is given twice in one object") }
         do {
             return try decoder().decode(type, from: data)

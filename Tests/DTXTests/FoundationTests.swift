@@ -247,6 +247,13 @@ struct FoundationTests {
             }
         }
         #expect(throws: ProtocolError.badRequest("the body is not valid JSON")) { _ = try WireJSON.decode(Body.self, from: Data("{\"a\": ".utf8)) }
+        // UTF-16 and UTF-32, which JSONDecoder reads and the scan for repeated keys cannot follow (before: decoded, a = 1)
+        let sneaky = #"{"c": "\"", "a": 1, "a": 2}"#
+        for encoding: String.Encoding in [.utf16LittleEndian, .utf16BigEndian, .utf16, .utf32LittleEndian] {
+            #expect(throws: ProtocolError.badRequest("the body must be JSON in UTF-8"), "\(encoding)") {
+                _ = try WireJSON.decode(Body.self, from: sneaky.data(using: encoding)!)
+            }
+        }
         let accepted = [#"{"a": 1, "b": [{"a": 1}, {"a": 2}], "c": "\"a\": 1, \"a\": 2"}"#, #"{"b": [], "a": 3}"#, #" { "a" : 1 } "#]
         for text in accepted { #expect(throws: Never.self, "\(text)") { _ = try WireJSON.decode(Body.self, from: Data(text.utf8)) } }
     }

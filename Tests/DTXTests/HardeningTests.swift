@@ -458,6 +458,25 @@ struct HardeningTests {
             #expect(answer == "internal_error")
             let missing = try await log.view(id: 8)
             #expect(missing == nil)
+            // paging goes past it: 60 readable rows above it, one of them with a time written as 'infinity'
+            try await withDatabase(database) { connection in
+                try await connection.query("""
+                    INSERT INTO worker_events (id, status, mode, phase, request, branches, deadline_at)
+                    SELECT n, 'completed', 'saga', 'confirm', '{}', '[]', now() FROM generate_series(10, 69) n
+                    """, logger: TestPostgres.logger)
+                try await connection.query("UPDATE worker_events SET status = 'decided_later' WHERE id = 40", logger: TestPostgres.logger)
+                try await connection.query("UPDATE worker_events SET created_at = 'infinity' WHERE id = 60", logger: TestPostgres.logger)
+            }
+            var seen: [Int64] = []
+            var cursor: Int64?
+            for _ in 0..<5 {
+                let page = try await log.list(status: nil, mode: nil, limit: 25, cursor: cursor)
+                seen += page.transactions.map(\.id)
+                guard let next = page.next else { break }
+                cursor = Int64(next)
+            }
+            // before: the page with the unreadable row ended the paging (next null), and the infinite time failed its page
+            #expect(seen == Array((10...69).reversed()).filter { $0 != 40 }, "\(seen)")
         }
     }
 
