@@ -51,6 +51,7 @@ let package = Package(
                 .embedInCode("SQL/participant/009_participant_undo_keeps_first_phase_end.sql"),
                 .embedInCode("SQL/participant/010_participant_watermark_from_coordinated_rows.sql"),
                 .embedInCode("SQL/participant/011_participant_prune_final_rows_filtered_first.sql"),
+                .embedInCode("SQL/participant/012_participant_xa_second_phase_checks_mode.sql"),
                 .embedInCode("SQL/coordinator/001_coordinator_schema.sql"),
                 .embedInCode("SQL/coordinator/002_coordinator_log_functions.sql"),
                 .embedInCode("SQL/coordinator/003_coordinator_retention.sql"),

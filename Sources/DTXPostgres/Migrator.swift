@@ -48,6 +48,10 @@ public enum Schema: String, Sendable, CaseIterable {
                     "011_participant_prune_final_rows_filtered_first.sql",
                     PackageResources._11_participant_prune_final_rows_filtered_first_sql
                 ),
+                Migration(
+                    "012_participant_xa_second_phase_checks_mode.sql",
+                    PackageResources._12_participant_xa_second_phase_checks_mode_sql
+                ),
             ]
         case .coordinator:
             return [

@@ -102,6 +102,12 @@ struct BranchFunctionTests {
                 let reply = try await p.call(op, 31)
                 #expect(reply.status == 409 && reply.errorCode == "branch_conflict", "\(op)")
             }
+            // and XA's (sql/participant/012; before: rollback answered null_compensation with two barrier rows written, the
+            // try keeping its stock, and commit of a confirmed Saga branch answered duplicate)
+            for (op, worker) in [(BranchOperation.xaRollback, Int64(31)), (.xaCommit, 30), (.xaRollback, 30), (.xaCommit, 31)] {
+                let reply = try await p.call(op, worker)
+                #expect(reply.status == 409 && reply.errorCode == "branch_conflict", "\(op) \(worker): \(String(decoding: reply.body, as: UTF8.self))")
+            }
             let merged = try await p.client.post(
                 p.service.url + "/tcc/confirm?finalize=true", json: [BranchRequest(workerEventId: 30, productId: 1, quantity: 10)], timeout: .seconds(10)
             )
