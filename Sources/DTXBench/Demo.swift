@@ -60,7 +60,7 @@ public struct Demo: Sendable {
         let client = ServiceClient()
         defer { Task { try? await client.shutdown() } }
         // ServiceB keeps only 5 of ProductB (id 2), so that a 10-item transaction on it is refused at the second service
-        try await urls.b.withConnection(logger: logger) { connection in
+        _ = try await urls.b.withConnection(logger: logger) { connection in
             try await connection.query("UPDATE products SET stock = 5, initial_stock = initial_stock - (stock - 5) WHERE id = 2", logger: logger)
         }
         print("")

@@ -206,9 +206,11 @@ final class RelayPair {
     private func schedule(_ direction: Direction) {
         guard direction.timer == nil, !closed else { return }
         let at = direction.queue.first?.at ?? .now()
-        direction.timer = direction.target.eventLoop.scheduleTask(deadline: at) { [self] in
-            direction.timer = nil
-            deliver(direction)
+        // the pair lives on this loop, where the task runs: the bound value says so to the compiler (and checks it)
+        let bound = NIOLoopBound((pair: self, direction: direction), eventLoop: direction.target.eventLoop)
+        direction.timer = direction.target.eventLoop.scheduleTask(deadline: at) {
+            bound.value.direction.timer = nil
+            bound.value.pair.deliver(bound.value.direction)
         }
     }
 
