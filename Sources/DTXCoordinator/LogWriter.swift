@@ -56,13 +56,13 @@ struct BeginStatement: PostgresPreparedStatement {
         var idempotencyKey: String?
     }
 
-    static let name = "dtx_begin_many_v2"
+    static let name = "dtx_begin_many_v3"
     /// The last column is the time left to the first phase's end by the log server's clock (`now()` is when the
-    /// statement began): the driver counts its deadline on its own clock from that, never from `deadline_at` against
+    /// statement began; subtracted as numbers, since PostgreSQL 15 cannot subtract an infinite timestamp): the driver counts its deadline on its own clock from that, never from `deadline_at` against
     /// its own wall clock, which may differ from the server's.
     static let sql = """
         SELECT item, created, same_request, id, status, mode, phase, error_message, branches, deadline_at, attempts, created_at, lease_epoch,
-               extract(epoch FROM deadline_at - now())::float8
+               extract(epoch FROM deadline_at)::float8 - extract(epoch FROM now())::float8
         FROM dtx_begin_many($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
         """
     typealias Row = (Int32, Bool, Bool, Int64, String, String, String, String?, String, Date, Int32, Date, Int64, Double)

@@ -84,9 +84,11 @@ public struct TransactionLog: Sendable {
     func begin(
         mode: Mode, request: TransactionRequest, branches: [BranchRecord], globalTimeout: Duration, idempotencyKey: String?
     ) async throws -> Begun {
+        let newID = try await ids.next()
+        // after the id (a new block may take a round trip): the lease and the first phase are counted from here
         let sent = ContinuousClock.now
         let item = BeginStatement.Item(
-            id: try await ids.next(), mode: mode.rawValue, phase: machines[mode].firstPhase,
+            id: newID, mode: mode.rawValue, phase: machines[mode].firstPhase,
             request: String(decoding: try WireJSON.encoder().encode(request), as: UTF8.self),
             branches: String(decoding: try WireJSON.encoder().encode(branches), as: UTF8.self), idempotencyKey: idempotencyKey
         )
@@ -138,7 +140,7 @@ public struct TransactionLog: Sendable {
         let rows = try await client.rows(
             """
             SELECT id, status, mode, phase, error_message, branches, deadline_at, attempts, created_at, lease_epoch,
-                   extract(epoch FROM deadline_at - now())::float8
+                   extract(epoch FROM deadline_at)::float8 - extract(epoch FROM now())::float8
             FROM dtx_claim(\(owner), \(holder), \(limit), \(lease.inSeconds))
             """,
             logger: logger
@@ -190,8 +192,8 @@ public struct TransactionLog: Sendable {
     /// global timeout made every first phase "out of time" before its first call (every transaction refused), one
     /// behind let it run past the driver's lease.
     static func firstPhaseEnds(sent: ContinuousClock.Instant, left: Double) -> ContinuousClock.Instant {
-        guard left.isFinite else { return sent }
-        return sent + .milliseconds(Int64(max(-1e9, min(1e9, left * 1000))))
+        guard !left.isNaN else { return sent }
+        return sent + .milliseconds(Int64(max(-1e9, min(1e9, left * 1000))))  // (a deadline written as infinity: far off)
     }
 
     // MARK: Reads

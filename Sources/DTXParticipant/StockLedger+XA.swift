@@ -40,7 +40,9 @@ extension StockLedger {
             } catch {
                 // After a failed statement the session is in an aborted transaction; after a failed PREPARE it may be in
                 // none. ROLLBACK is right (or harmless) in both.
-                _ = try? await connection.query("ROLLBACK", logger: logger).count()
+                // (not on a connection closed because the call was cancelled: its transaction ended with it, and a
+                // statement written to a closed connection may never be answered)
+                if !Task.isCancelled { _ = try? await connection.query("ROLLBACK", logger: logger).count() }
                 switch error.sqlState {
                 case "DX010":
                     return BranchResponse(workerEventId: request.workerEventId, productId: request.productId, operation: .xaPrepare, effect: .duplicate, status: nil)

@@ -206,16 +206,36 @@ public struct DatabaseURLError: Error, CustomStringConvertible, Sendable {
     public var description: String { "bad database URL '\(url)': \(reason)" }
 
     public init(url: String, reason: String) {
-        self.url = Self.masked(url)
-        self.reason = reason
+        let masked = Self.masked(url)
+        self.url = masked
+        // a reason quotes a part of the URL (a port, a parameter); a part the masked URL no longer shows is a password's
+        var shown = ""
+        var rest = Substring(reason)
+        while let open = rest.firstIndex(of: "'"), let close = rest[rest.index(after: open)...].firstIndex(of: "'") {
+            let quoted = rest[rest.index(after: open)..<close]
+            shown += rest[...open] + (quoted.isEmpty || masked.contains(quoted) ? quoted : "***") + "'"
+            rest = rest[rest.index(after: close)...]
+        }
+        self.reason = shown + rest
     }
 
-    /// `url` with whatever stands between the user name's ':' and the last '@' of its authority replaced by `***`.
+    /// `url` with its passwords replaced by `***`: what stands between the user name's ':' and the last '@' before the
+    /// query (a password may hold an unencoded '/'), and the value of every `password=` (a query parameter, or a
+    /// keyword DSN given by mistake).
     static func masked(_ url: String) -> String {
-        let start = url.range(of: "://")?.upperBound ?? url.startIndex
-        let authorityEnd = url[start...].firstIndex { $0 == "/" || $0 == "?" } ?? url.endIndex
-        guard let at = url[start..<authorityEnd].lastIndex(of: "@"), let colon = url[start..<at].firstIndex(of: ":") else { return url }
-        return String(url[..<url.index(after: colon)]) + "***" + String(url[at...])
+        var text = url
+        let start = text.range(of: "://")?.upperBound ?? text.startIndex
+        let queryStart = text[start...].firstIndex(of: "?") ?? text.endIndex
+        if let at = text[start..<queryStart].lastIndex(of: "@"), let colon = text[start..<at].firstIndex(of: ":") {
+            text = String(text[..<text.index(after: colon)]) + "***" + String(text[at...])
+        }
+        var result = ""
+        var rest = Substring(text)
+        while let key = rest.range(of: "password=", options: .caseInsensitive) {
+            result += rest[..<key.upperBound] + "***"
+            rest = rest[key.upperBound...].drop { $0 != "&" && $0 != " " }
+        }
+        return result + rest
     }
 }
 

@@ -10,14 +10,32 @@ extension PostgresClient {
     /// the service answered 503 for good (seen with the backends stopped by SIGSTOP). Closed, the connection is replaced.
     /// Closing aborts an open transaction (an XA prepare's, before its PREPARE TRANSACTION); a statement the server
     /// already has finishes or rolls back there, as with any lost client.
+    ///
+    /// A cancelled call waits for the close to complete before it gives the connection back: NIO marks a closing channel
+    /// inactive (which fails the statement) a loop turn before it completes `closeFuture`, where the pool learns of the
+    /// close, and a connection given back in between would go to the next waiting request, closed.
     public func withConnectionClosedOnCancel<Result: Sendable>(_ body: (PostgresConnection) async throws -> Result) async throws -> Result {
         try await withConnection { connection in
-            try await withTaskCancellationHandler {
-                try await body(connection)
-            } onCancel: {
-                connection.close().whenComplete { _ in }
+            let result: Result
+            do {
+                result = try await withTaskCancellationHandler {
+                    try await body(connection)
+                } onCancel: {
+                    connection.close().whenComplete { _ in }
+                }
+            } catch {
+                if Task.isCancelled { await Self.closed(connection) }
+                throw error
             }
+            if Task.isCancelled { await Self.closed(connection) }
+            return result
         }
+    }
+
+    /// Closes `connection` (again, if the cancellation handler already did: harmless) and waits until it is closed.
+    private static func closed(_ connection: PostgresConnection) async {
+        connection.close().whenComplete { _ in }
+        try? await connection.closeFuture.get()
     }
 
     /// Every row of `query`, read to its end on a connection leased for exactly that long.

@@ -381,7 +381,7 @@ struct HardeningTests {
     @Test("a log row whose phase does not fit its mode is marked failed with the reason, never a crash, and left alone")
     func brokenRow() async throws {
         try await CoordinatorFixture.with { f in
-            try await withDatabase(f.coordinatorDatabase) { connection in
+            _ = try await withDatabase(f.coordinatorDatabase) { connection in
                 try await connection.query(
                     """
                     INSERT INTO worker_events (id, status, mode, phase, request, branches, deadline_at)
