@@ -409,6 +409,22 @@ struct HardeningTests {
         return database
     }
 
+    @Test("a first-phase deadline written as 'infinity' is far off, not a failed claim (PostgreSQL 15 cannot subtract it)")
+    func infiniteDeadlineClaimed() async throws {
+        let database = try await Self.logWithRows("infinite", """
+            INSERT INTO worker_events (id, status, mode, phase, request, branches, deadline_at)
+            VALUES (3, 'pending', 'tcc', 'try', '{}', '[]', 'infinity'), (4, 'pending', 'tcc', 'try', '{}', '[]', now())
+            """)
+        try await PostgresClientRunner(url: database).run { client in
+            let log = TransactionLog.forTests(client, owner: "t", holder: 1)
+            // before the time left was computed as numbers, the claim's statement failed: no row was claimed, ever
+            let claimed = try await log.claim(limit: 10)
+            #expect(claimed.map(\.id).sorted() == [3, 4])
+            let infinite = try #require(claimed.first { $0.id == 3 })
+            #expect(infinite.firstPhaseEnds > .now + .seconds(86_400))
+        }
+    }
+
     @Test("a claimed row this version cannot read (an unknown branch state) is set aside; the rest of the claim is driven")
     func unreadableRow() async throws {
         let database = try await Self.logWithRows("unreadable", """
